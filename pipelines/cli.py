@@ -1,0 +1,153 @@
+"""``python -m pipelines``: every pipeline step without Airflow (the same functions the DAG tasks call)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+
+def _print(obj) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from pipelines.migrate import upgrade
+
+    print(f"schema at revision {upgrade(revision=args.revision)}")
+    return 0
+
+
+def _cmd_services(args: argparse.Namespace) -> int:
+    from pipelines import services
+
+    if args.action == "stop":
+        print("embedded PostgreSQL stopped" if services.stop_embedded_postgres() else "nothing was running")
+        return 0
+    if args.action == "pg-dsn":
+        print(services.ensure_embedded_postgres())
+        return 0
+    # run: start the local services, run the command with them in its environment, stop them after.
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        print("usage: python -m pipelines services run -- COMMAND ...", file=sys.stderr)
+        return 2
+    with services.local_services(stop_postgres=True) as exported:
+        for key, value in exported.items():
+            print(f"{key}={value}", file=sys.stderr)
+        try:
+            return subprocess.call(command, env=os.environ.copy())
+        except KeyboardInterrupt:
+            return 130
+
+
+def _cmd_retention(args: argparse.Namespace) -> int:
+    from pipelines.retention import jobs
+
+    if args.action == "generate":
+        from pipelines.retention.generate import RetentionDataSpec
+
+        spec = RetentionDataSpec(start=args.start, days=args.days, installs_per_day=args.installs_per_day,
+                                 existing_users=args.existing_users, seed=args.seed, bad_row_rate=args.bad_row_rate)
+        result = jobs.generate(spec)
+        _print({k: v for k, v in result.items() if k != "files"} | {"files": len(result["files"])})
+    elif args.action == "run":
+        end = args.end or args.day
+        results = jobs.run_range(args.day, end, args.max_bad_share)
+        _print([{"day": r["load"]["day"], "events": r["load"]["rows_loaded"],
+                 "quarantined": r["validate"]["rows_quarantined"]} for r in results])
+    elif args.action == "q1":
+        from pipelines.retention.q1 import q1_csv, q1_postgres
+
+        answer = q1_csv(args.csv, args.install_date, args.days) if args.csv else q1_postgres(args.install_date, args.days)
+        print(answer.describe())
+    elif args.action == "report":
+        _print(jobs.report(args.limit))
+    return 0
+
+
+def _cmd_registry(args: argparse.Namespace) -> int:
+    from pipelines import registry
+
+    if args.action == "runs":
+        _print(registry.list_runs(args.pipeline, args.limit))
+    elif args.action == "compare":
+        _print(registry.compare_models(args.pipeline, args.metric))
+    elif args.action == "promote":
+        registry.promote(args.pipeline, args.model_name, args.run_id)
+        print(f"{args.pipeline}/{args.model_name} production -> {args.run_id}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from pipelines.demo import run_demo
+
+    return run_demo(days=args.days, installs_per_day=args.installs_per_day)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipelines", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="group", required=True)
+
+    p = sub.add_parser("migrate", help="apply schema migrations")
+    p.add_argument("--revision", default="head")
+    p.set_defaults(func=_cmd_migrate)
+
+    p = sub.add_parser("services", help="local stand-ins: embedded PostgreSQL, moto DynamoDB")
+    p.add_argument("action", choices=["run", "stop", "pg-dsn"])
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_services)
+
+    p = sub.add_parser("retention", help="retention analytics pipeline")
+    rsub = p.add_subparsers(dest="action", required=True)
+    g = rsub.add_parser("generate", help="write generated piwik_track drops into the data root")
+    g.add_argument("--start", type=date.fromisoformat, default=date(2017, 3, 1))
+    g.add_argument("--days", type=int, default=45)
+    g.add_argument("--installs-per-day", type=int, default=120)
+    g.add_argument("--existing-users", type=int, default=1500)
+    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--bad-row-rate", type=float, default=0.0)
+    r = rsub.add_parser("run", help="validate, load and refresh one day or a range (a backfill)")
+    r.add_argument("--day", type=date.fromisoformat, required=True)
+    r.add_argument("--end", type=date.fromisoformat)
+    r.add_argument("--max-bad-share", type=float)
+    q = rsub.add_parser("q1", help="installed on D and active in D+1..D+days (Postgres or a CSV export)")
+    q.add_argument("--install-date", type=date.fromisoformat, default=date(2017, 4, 1))
+    q.add_argument("--days", type=int, default=7)
+    q.add_argument("--csv", type=Path, help="a piwik_track CSV export (uid, time, event_name at least)")
+    rp = rsub.add_parser("report", help="what the pipeline has written")
+    rp.add_argument("--limit", type=int, default=10)
+    p.set_defaults(func=_cmd_retention)
+
+    p = sub.add_parser("registry", help="the run registry")
+    gsub = p.add_subparsers(dest="action", required=True)
+    rr = gsub.add_parser("runs")
+    rr.add_argument("--pipeline")
+    rr.add_argument("--limit", type=int, default=20)
+    rc = gsub.add_parser("compare")
+    rc.add_argument("--pipeline", required=True)
+    rc.add_argument("--metric", required=True)
+    rm = gsub.add_parser("promote")
+    rm.add_argument("--pipeline", required=True)
+    rm.add_argument("--model-name", required=True)
+    rm.add_argument("--run-id", required=True)
+    p.set_defaults(func=_cmd_registry)
+
+    p = sub.add_parser("demo", help="everything end to end on embedded services, through Airflow")
+    p.add_argument("--days", type=int, default=40)
+    p.add_argument("--installs-per-day", type=int, default=150)
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return args.func(args)

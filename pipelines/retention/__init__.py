@@ -1,0 +1,1 @@
+"""Retention analytics: tracker events → Postgres, install cohorts and their retention, daily analytics."""

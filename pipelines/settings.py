@@ -1,0 +1,162 @@
+"""One place that says where every service and artifact lives.
+
+Resolution order for each service is the same everywhere (CLI, Airflow task, tests, demo):
+
+1. an explicit environment variable (``PIPELINES_PG_DSN``, ``PIPELINES_DYNAMODB_ENDPOINT``, ...);
+2. an Airflow connection (``pipelines_postgres``, ``pipelines_aws``), looked up through Airflow's secrets
+   backends when running inside a task, or read from its ``AIRFLOW_CONN_*`` variable otherwise;
+3. a local default: an embedded PostgreSQL started on demand (``pgserver``), and for DynamoDB the
+   loopback moto server that ``make demo`` / ``make airflow`` start (see :mod:`pipelines.services`).
+
+Nothing here connects to anything; it only says where things are.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
+
+PG_CONN_ID = "pipelines_postgres"
+AWS_CONN_ID = "pipelines_aws"
+
+#: All calendar-day logic (partitions, cohorts, windows) is done in this zone. Tracker timestamps carrying an
+#: offset are converted to it; naive timestamps are taken to be in it already.
+TIMEZONE = "UTC"
+
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class ConfigError(RuntimeError):
+    """A service the job needs is not configured."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where things live. Built from the environment by :func:`get_settings`."""
+
+    home: Path
+    data_root: str
+    pg_dsn: str | None
+    dynamodb_endpoint: str | None
+    aws_region: str
+    max_bad_share: float
+
+    @property
+    def embedded_pgdata(self) -> Path:
+        return self.home / "pgdata"
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings from the environment (cached; tests call ``get_settings.cache_clear()``)."""
+    home = Path(_env("PIPELINES_HOME") or _REPO_ROOT / "var").resolve()
+    return Settings(
+        home=home,
+        data_root=_env("PIPELINES_DATA_ROOT") or str(home / "data"),
+        pg_dsn=_env("PIPELINES_PG_DSN"),
+        dynamodb_endpoint=_env("PIPELINES_DYNAMODB_ENDPOINT"),
+        aws_region=_env("PIPELINES_AWS_REGION") or _env("AWS_DEFAULT_REGION") or "eu-west-1",
+        max_bad_share=float(_env("PIPELINES_MAX_BAD_SHARE") or 0.05),
+    )
+
+
+# --------------------------------------------------------------------------------------- Airflow connections
+def _in_airflow_task() -> bool:
+    return "airflow.sdk.execution_time.task_runner" in sys.modules
+
+
+def airflow_connection(conn_id: str) -> dict | None:
+    """The connection ``conn_id`` as a dict (uri, extra), or None when Airflow does not define it."""
+    if _in_airflow_task():
+        try:
+            from airflow.sdk import Connection
+
+            conn = Connection.get(conn_id)
+        except Exception:  # not found, or no API server reachable: fall back to the environment
+            conn = None
+        if conn is not None:
+            return {"uri": conn.get_uri(), "extra": conn.extra_dejson, "login": conn.login,
+                    "password": conn.password}
+    raw = _env(f"AIRFLOW_CONN_{conn_id.upper()}")
+    if raw is None:
+        return None
+    if raw.lstrip().startswith("{"):  # Airflow's JSON connection format
+        data = json.loads(raw)
+        extra = data.get("extra") or {}
+        extra = json.loads(extra) if isinstance(extra, str) else extra
+        return {"uri": None, "extra": extra, "login": data.get("login"), "password": data.get("password"),
+                "json": data}
+    parts = urlsplit(raw)
+    extra = {k: v for k, v in parse_qsl(parts.query)}
+    return {"uri": raw, "extra": extra, "login": parts.username, "password": parts.password}
+
+
+def _postgres_uri_from_conn(conn: dict) -> str:
+    if conn.get("uri"):
+        uri = conn["uri"]
+        scheme, _, rest = uri.partition("://")
+        scheme = "postgresql" if scheme in ("postgres", "postgresql") else scheme
+        return f"{scheme}://{rest}"
+    data = conn["json"]
+    auth = f"{data.get('login') or ''}:{data.get('password') or ''}@" if data.get("login") else ""
+    port = f":{data['port']}" if data.get("port") else ""
+    return f"postgresql://{auth}{data.get('host') or 'localhost'}{port}/{data.get('schema') or 'postgres'}"
+
+
+def configured_pg_dsn() -> str | None:
+    """The PostgreSQL DSN given by the environment or an Airflow connection, or None."""
+    settings = get_settings()
+    if settings.pg_dsn:
+        return settings.pg_dsn
+    conn = airflow_connection(PG_CONN_ID)
+    return _postgres_uri_from_conn(conn) if conn else None
+
+
+def pg_dsn() -> str:
+    """The DSN to use, starting the embedded PostgreSQL when nothing else is configured."""
+    dsn = configured_pg_dsn()
+    if dsn:
+        return dsn
+    from pipelines.services import ensure_embedded_postgres
+
+    return ensure_embedded_postgres()
+
+
+def dynamodb_config() -> dict:
+    """boto3 client kwargs for DynamoDB: explicit endpoint, else the Airflow AWS connection.
+
+    Without either, production code would silently talk to real AWS with whatever credentials lie around;
+    we refuse instead, since the local defaults always set ``PIPELINES_DYNAMODB_ENDPOINT``.
+    """
+    settings = get_settings()
+    if settings.dynamodb_endpoint:
+        return {
+            "endpoint_url": settings.dynamodb_endpoint,
+            "region_name": settings.aws_region,
+            "aws_access_key_id": _env("AWS_ACCESS_KEY_ID") or "testing",
+            "aws_secret_access_key": _env("AWS_SECRET_ACCESS_KEY") or "testing",
+        }
+    conn = airflow_connection(AWS_CONN_ID)
+    if conn is None:
+        raise ConfigError(
+            "DynamoDB is not configured: set PIPELINES_DYNAMODB_ENDPOINT (the local server that `make demo` "
+            f"and `make airflow` start) or define the Airflow connection {AWS_CONN_ID!r}."
+        )
+    extra = conn.get("extra") or {}
+    kwargs = {"region_name": extra.get("region_name") or settings.aws_region}
+    if extra.get("endpoint_url"):
+        kwargs["endpoint_url"] = extra["endpoint_url"]
+    if conn.get("login"):
+        kwargs["aws_access_key_id"] = conn["login"]
+        kwargs["aws_secret_access_key"] = conn.get("password")
+    return kwargs
