@@ -38,14 +38,20 @@ def ensure_embedded_postgres() -> str:
 
 
 def stop_embedded_postgres() -> bool:
-    """Stop the embedded PostgreSQL if it runs. Returns whether one was running."""
-    pgdata = get_settings().embedded_pgdata
-    if not (pgdata / "postmaster.pid").exists():
-        return False
-    import pgserver
+    """Stop the embedded PostgreSQL if it runs (fast shutdown). Returns whether one was running."""
+    import psutil
 
-    server = pgserver.get_server(pgdata, cleanup_mode="stop")
-    server.cleanup()
+    pgdata = get_settings().embedded_pgdata
+    pidfile = pgdata / "postmaster.pid"
+    if not pidfile.exists():
+        return False
+    pid = int(pidfile.read_text().split()[0])
+    if not psutil.pid_exists(pid):
+        return False
+    from pgserver import _commands
+
+    user = "pgserver" if os.geteuid() == 0 else None  # pgserver runs the server as this user under root
+    _commands.pg_ctl(["-m", "fast", "-w", "stop"], pgdata=pgdata, user=user)
     return True
 
 

@@ -177,14 +177,14 @@ def validate_day(day: date, root: DataRoot | None = None, max_bad_share: float =
         root.put_file(quarantine_path, f"{staged}/quarantine.parquet")
         root.put_bytes(json.dumps(result.as_dict(), indent=2).encode(), f"{staged}/summary.json")
     log.info("validated %s: %s", day, result.as_dict())
-    if result.rows_valid == 0:
-        raise RunRejected(f"{day}: the drop has no valid event ({result.rows_read} rows read, "
-                          f"empty files: {result.empty_files}); refusing to write an empty day")
     if result.bad_share > max_bad_share:
         raise RunRejected(
             f"{day}: {result.rows_bad} of {result.rows_read} rows are bad ({result.bad_share:.2%} > "
             f"threshold {max_bad_share:.2%}); reasons {result.reasons}. Rows are in the quarantine table."
         )
+    if result.rows_valid == 0:
+        raise RunRejected(f"{day}: the drop has no valid event ({result.rows_read} rows read, reasons {result.reasons}, "
+                          f"empty files: {result.empty_files}); refusing to write an empty day")
     return result
 
 
