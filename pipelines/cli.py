@@ -64,7 +64,10 @@ def _cmd_retention(args: argparse.Namespace) -> int:
     elif args.action == "q1":
         from pipelines.retention.q1 import q1_csv, q1_postgres
 
-        answer = q1_csv(args.csv, args.install_date, args.days) if args.csv else q1_postgres(args.install_date, args.days)
+        if args.csv:
+            answer = q1_csv(args.csv, args.install_date, args.days)
+        else:
+            answer = q1_postgres(args.install_date, args.days)
         print(answer.describe())
     elif args.action == "report":
         _print(jobs.report(args.limit))

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from pipelines.settings import get_settings
@@ -59,9 +59,8 @@ def _say(text: str) -> None:
 
 def run_dag_days(dag_id: str, days: list[date], log_path: Path) -> list[str]:
     """One ``dag.test`` run per day; returns the run states. Runs process the day before their logical date."""
-    from tqdm import tqdm
-
     from airflow.dag_processing.dagbag import DagBag
+    from tqdm import tqdm
 
     with _quiet(log_path):
         bag = DagBag(os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
@@ -71,7 +70,7 @@ def run_dag_days(dag_id: str, days: list[date], log_path: Path) -> list[str]:
     states = []
     bar = tqdm(days, desc=f"{dag_id} runs", unit="run", file=sys.__stdout__)
     for day in bar:
-        logical = datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=timezone.utc)
+        logical = datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
         with _quiet(log_path):
             run = dag.test(logical_date=logical)
         states.append(str(run.state))

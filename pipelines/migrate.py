@@ -17,7 +17,7 @@ _SCRIPTS = Path(__file__).parent / "migrations"
 
 
 def _sqlalchemy_url(dsn: str) -> str:
-    scheme, _, rest = dsn.partition("://")
+    _, _, rest = dsn.partition("://")
     if not rest:  # libpq keyword form "host=... dbname=..."
         raise ValueError("PIPELINES_PG_DSN must be a postgresql:// URI for migrations")
     return f"postgresql+psycopg2://{rest}"

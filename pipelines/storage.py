@@ -102,10 +102,8 @@ class DataRoot:
 
     def local_path(self, rel: str) -> Path:
         """Local path for writing a file that :meth:`put_file` will publish (local roots write in place)."""
-        if not self.is_s3:
-            path = self.base / rel
-        else:
-            path = get_settings().home / "cache" / self.bucket / self._key(rel)
+        cache = get_settings().home / "cache"
+        path = cache / self.bucket / self._key(rel) if self.is_s3 else self.base / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 

@@ -127,7 +127,7 @@ def refresh_daily_analytics(days: list[date], top_n: int = 10, dsn: str | None =
     with db.transaction(dsn) as cur:
         db.advisory_xact_lock(cur, "retention.derived")
         for table in ("daily_event_stats", "daily_top_events", "daily_platform_stats"):
-            cur.execute(f"DELETE FROM {table} WHERE day = ANY(%s::date[])", (days,))  # noqa: S608 (constant names)
+            cur.execute(f"DELETE FROM {table} WHERE day = ANY(%s::date[])", (days,))
         for day in days:
             cur.execute(_DAILY_STATS, {"day": day})
             written += cur.rowcount

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from pipelines.retention.schema import EVENT_NAMES, raw_rel_dir
+from pipelines.retention.schema import raw_rel_dir
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ def generate_day(spec: RetentionDataSpec, day: date) -> tuple[pa.Table, Counter]
 def _inject_bad_rows(table: pa.Table, rate: float, rng: np.random.Generator, day: date) -> tuple[str, Counter]:
     """CSV text of ``table`` with bad rows mixed in; returns it and the count of each injected kind."""
     rows = table.to_pylist()
-    n_bad = int(round(rate * len(rows)))
+    n_bad = round(rate * len(rows))
     kinds = Counter()
     picks = rng.choice(len(rows), size=min(n_bad, len(rows)), replace=False) if rows else []
     duplicates, malformed = [], []

@@ -183,7 +183,8 @@ def validate_day(day: date, root: DataRoot | None = None, max_bad_share: float =
             f"threshold {max_bad_share:.2%}); reasons {result.reasons}. Rows are in the quarantine table."
         )
     if result.rows_valid == 0:
-        raise RunRejected(f"{day}: the drop has no valid event ({result.rows_read} rows read, reasons {result.reasons}, "
+        raise RunRejected(f"{day}: the drop has no valid event ({result.rows_read} rows read, "
+                          f"reasons {result.reasons}, "
                           f"empty files: {result.empty_files}); refusing to write an empty day")
     return result
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 
 from pipelines import db, registry
 from pipelines.errors import RunRejected
@@ -22,7 +22,7 @@ def _day(value: str | date) -> date:
 
 
 def _interval(day: date) -> tuple[datetime, datetime]:
-    start = datetime.combine(day, time(), tzinfo=timezone.utc)
+    start = datetime.combine(day, time(), tzinfo=UTC)
     return start, start + timedelta(days=1)
 
 

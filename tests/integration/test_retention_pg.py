@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from datetime import date, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -30,7 +31,8 @@ def _snapshot() -> dict[str, list[tuple]]:
     snap = {}
     for table, order in tables.items():
         rows = db.query(f"SELECT * FROM {table} ORDER BY {order}")
-        snap[table] = sorted((tuple(v for k, v in r.items() if k not in VOLATILE and k != "id") for r in rows), key=repr)
+        kept = (tuple(v for k, v in r.items() if k not in VOLATILE and k != "id") for r in rows)
+        snap[table] = sorted(kept, key=repr)
     return snap
 
 
@@ -66,7 +68,7 @@ def test_q1_cli_over_a_csv_export_agrees(pg_dsn, data_root, tmp_path):
     export = tmp_path / "piwik_track_export.csv"
     with export.open("w") as out:
         for i, path in enumerate(files):
-            lines = open(path).read().splitlines(keepends=True)
+            lines = Path(path).read_text().splitlines(keepends=True)
             out.writelines(lines if i == 0 else lines[1:])
     truth = read_drops(data_root, clean.dates())
     answer = q1_csv(export, date(2017, 4, 1), 7)
@@ -91,7 +93,8 @@ def test_missing_day_leaves_windows_unknown_until_it_arrives(pg_dsn, drops):
         if day != gap:
             jobs.run_day(day)
     affected = db.query("SELECT install_date, retained_7d_users, active_d1_users FROM cohort_retention "
-                        "WHERE install_date BETWEEN %s AND %s ORDER BY 1", (gap - timedelta(days=7), gap - timedelta(days=1)))
+                        "WHERE install_date BETWEEN %s AND %s ORDER BY 1",
+                        (gap - timedelta(days=7), gap - timedelta(days=1)))
     assert affected and all(r["retained_7d_users"] is None for r in affected)
     assert affected[-1]["active_d1_users"] is None  # the cohort of the day before the gap
     jobs.run_day(gap)
@@ -122,7 +125,8 @@ def test_a_late_install_moves_the_user_to_the_earlier_cohort(pg_dsn, data_root):
     def drop(day: date, rows: list[tuple[str, str, str]]):
         folder = data_root / "raw" / "piwik_track" / f"dt={day}"
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "export.csv").write_text("uid,time,event_name\n" + "".join(f"{u},{day} {t},{e}\n" for u, t, e in rows))
+        lines = "".join(f"{u},{day} {t},{e}\n" for u, t, e in rows)
+        (folder / "export.csv").write_text("uid,time,event_name\n" + lines)
 
     d1, d2, d3 = date(2017, 4, 1), date(2017, 4, 2), date(2017, 4, 3)
     drop(d1, [("u", "09:00:00", "FIRST_INSTALL"), ("v", "09:00:00", "FIRST_INSTALL")])
