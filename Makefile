@@ -29,7 +29,7 @@ test: $(STAMP)  ## the whole test suite (pytest's "no tests collected" is not a 
 
 airflow: $(STAMP)  ## Airflow UI on http://localhost:8080 with every DAG, local services started alongside
 	$(AIRFLOW_ENV) AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True \
-		$(PY) -m pipelines services run -- $(VENV)/bin/airflow standalone
+		PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pipelines services run -- airflow standalone
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from pipelines.settings import configured_pg_dsn, get_settings
 
 log = logging.getLogger(__name__)
+logging.getLogger("pgserver").setLevel(logging.WARNING)  # it logs every pg_ctl call at INFO
 
 
 def ensure_embedded_postgres() -> str:
