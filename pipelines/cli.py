@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 from datetime import date
@@ -37,6 +38,10 @@ def _cmd_services(args: argparse.Namespace) -> int:
     if not command:
         print("usage: python -m pipelines services run -- COMMAND ...", file=sys.stderr)
         return 2
+    def _terminate(signum, frame):  # a SIGTERM (e.g. from a supervisor) stops the services like Ctrl-C does
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
     with services.local_services(stop_postgres=True) as exported:
         for key, value in exported.items():
             print(f"{key}={value}", file=sys.stderr)
