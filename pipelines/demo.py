@@ -93,7 +93,7 @@ def _table(rows: list[dict], columns: list[str] | None = None) -> str:
 def _summary(endpoint: str | None) -> None:
     import boto3
 
-    from pipelines import db, registry
+    from pipelines import db
     from pipelines.retention import jobs
     from pipelines.retention.q1 import q1_postgres
     from pipelines.settings import dynamodb_config
@@ -110,7 +110,6 @@ def _summary(endpoint: str | None) -> None:
          + q1_postgres(date(2017, 4, 1), 7).describe())
     runs = db.query("SELECT pipeline, kind, status, count(*) AS runs FROM runs GROUP BY 1, 2, 3 ORDER BY 1, 2, 3")
     _say("Run registry (runs):\n" + _table(runs))
-    _ = registry  # the registry module is what wrote those rows
     if endpoint:
         tables = boto3.client("dynamodb", **dynamodb_config()).list_tables()["TableNames"]
         _say(f"DynamoDB API (moto, {endpoint}): reachable, tables: {tables or 'none yet'}")

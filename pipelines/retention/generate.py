@@ -18,6 +18,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,7 @@ class _Population:
     uid: np.ndarray
 
 
+@lru_cache(maxsize=4)  # every day of a spec shares its population; build it once
 def _population(spec: RetentionDataSpec) -> _Population:
     rng = np.random.default_rng([spec.seed, 0])
     weekday = np.array([(spec.start + timedelta(days=i)).weekday() for i in range(spec.days)])
