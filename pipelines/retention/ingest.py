@@ -205,6 +205,10 @@ def write_quarantine(cur, day: date, staged_dir: Path) -> int:
     """Replace the day's quarantine rows with the staged ones."""
     cur.execute("DELETE FROM quarantine WHERE pipeline = %s AND partition_key = %s",
                 (schema.PIPELINE, day.isoformat()))
+    import pyarrow.parquet as pq
+
+    if pq.ParquetFile(staged_dir / "quarantine.parquet").metadata.num_rows == 0:
+        return 0  # a clean day: no DuckDB conversion, no COPY
     csv_path = _parquet_as_csv(
         staged_dir / "quarantine.parquet",
         f"SELECT '{schema.PIPELINE}' AS pipeline, '{day.isoformat()}' AS partition_key, source, reason, detail, "
