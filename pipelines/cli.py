@@ -79,13 +79,43 @@ def _cmd_retention(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_recs(args: argparse.Namespace) -> int:
+    from pipelines.recs import jobs
+
+    if args.action == "generate":
+        result = jobs.generate(args.day, seed=args.seed, n_users=args.users, n_artists=args.artists)
+        _print(result)
+        return 0
+    params = {k: getattr(args, k) for k in ("k_neighbours", "n_recs", "weighting", "profile_weight",
+                                            "min_history", "neighbours", "svd_dim")}
+    if args.action == "run":
+        from datetime import timedelta
+
+        end = args.end or args.day
+        days = [args.day + timedelta(days=i) for i in range((end - args.day).days + 1)]
+        for day in days:
+            result = jobs.run_day(day, params, max_bad_share=args.max_bad_share, shard_users=args.shard_users,
+                                  evaluate_users=args.eval_users, keep=args.keep)
+            _print({"day": day, "version": result["build"]["version"], "publish": result["publish"],
+                    "evaluate": result["evaluate"] and {k: round(v["ndcg_at_10"], 4)
+                                                        for k, v in result["evaluate"]["metrics"].items()},
+                    "cleanup": result["cleanup"]})
+    elif args.action == "evaluate":
+        result = jobs.evaluate(args.day, params, args.eval_users)
+        _print({"version": result["version"], "neighbour_recall": result["neighbour_recall"],
+                "report": result["report"], "metrics": result["metrics"]})
+    elif args.action == "cleanup":
+        _print(jobs.cleanup(args.keep))
+    return 0
+
+
 def _cmd_registry(args: argparse.Namespace) -> int:
     from pipelines import registry
 
     if args.action == "runs":
         _print(registry.list_runs(args.pipeline, args.limit))
     elif args.action == "compare":
-        _print(registry.compare_models(args.pipeline, args.metric))
+        _print(registry.compare_models(args.pipeline, args.metric, args.segment))
     elif args.action == "promote":
         registry.promote(args.pipeline, args.model_name, args.run_id)
         print(f"{args.pipeline}/{args.model_name} production -> {args.run_id}")
@@ -133,6 +163,34 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--limit", type=int, default=10)
     p.set_defaults(func=_cmd_retention)
 
+    p = sub.add_parser("recs", help="user-user recommendations to DynamoDB")
+    rsub = p.add_subparsers(dest="action", required=True)
+    g = rsub.add_parser("generate", help="write a generated Last.fm-format snapshot into the data root")
+    g.add_argument("--day", type=date.fromisoformat, required=True)
+    g.add_argument("--users", type=int, default=20_000)
+    g.add_argument("--artists", type=int, default=20_000)
+    g.add_argument("--seed", type=int, default=7)
+    for name, help_text in (("run", "validate, fit, recommend, write, publish, evaluate, clean up (day or range)"),
+                            ("evaluate", "held-out evaluation only")):
+        r = rsub.add_parser(name, help=help_text)
+        r.add_argument("--day", type=date.fromisoformat, required=True)
+        r.add_argument("--k-neighbours", type=int)
+        r.add_argument("--n-recs", type=int)
+        r.add_argument("--weighting", choices=["bm25", "log", "tfidf", "none"])
+        r.add_argument("--profile-weight", type=float)
+        r.add_argument("--min-history", type=int)
+        r.add_argument("--neighbours", choices=["approx", "exact"])
+        r.add_argument("--svd-dim", type=int)
+        r.add_argument("--eval-users", type=int, default=5000)
+        if name == "run":
+            r.add_argument("--end", type=date.fromisoformat)
+            r.add_argument("--max-bad-share", type=float)
+            r.add_argument("--shard-users", type=int, default=50_000)
+            r.add_argument("--keep", type=int, default=2)
+    c = rsub.add_parser("cleanup", help="delete versions older than the kept ones")
+    c.add_argument("--keep", type=int, default=2)
+    p.set_defaults(func=_cmd_recs)
+
     p = sub.add_parser("registry", help="the run registry")
     gsub = p.add_subparsers(dest="action", required=True)
     rr = gsub.add_parser("runs")
@@ -141,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     rc = gsub.add_parser("compare")
     rc.add_argument("--pipeline", required=True)
     rc.add_argument("--metric", required=True)
+    rc.add_argument("--segment", default="", help="e.g. model=popularity (default: each run's own model)")
     rm = gsub.add_parser("promote")
     rm.add_argument("--pipeline", required=True)
     rm.add_argument("--model-name", required=True)

@@ -84,6 +84,46 @@ class DataRoot:
         finally:
             os.unlink(tmp.name)
 
+    def put_dir(self, local: Path, rel_dir: str) -> str:
+        """Publish a finished local folder (flat) at ``rel_dir``, replacing what was there.
+
+        Locally the folder is moved next to its destination and swapped in by renames (no copy of large
+        model files, no half folder visible); on S3 each file is one PUT and stale files are removed after.
+        """
+        if self.is_s3:
+            names = {p.name for p in local.iterdir() if p.is_file()}
+            for path in sorted(local.iterdir()):
+                if path.is_file():
+                    self.put_file(path, f"{rel_dir}/{path.name}")
+            for rel in self.list(rel_dir):
+                if Path(rel).name not in names:
+                    self._s3().delete_object(Bucket=self.bucket, Key=self._key(rel))
+            return self.join(rel_dir)
+        dest = self.base / rel_dir
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staging = dest.with_name(f".{dest.name}.new-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.move(str(local), staging)
+        trash = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+        if dest.exists():
+            os.replace(dest, trash)
+        os.replace(staging, dest)
+        shutil.rmtree(trash, ignore_errors=True)
+        return self.join(rel_dir)
+
+    def list_dirs(self, rel_dir: str) -> list[str]:
+        """Names of the sub-folders directly under ``rel_dir``, sorted."""
+        if not self.is_s3:
+            folder = self.base / rel_dir
+            return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")) \
+                if folder.is_dir() else []
+        paginator = self._s3().get_paginator("list_objects_v2")
+        prefix = self._key(rel_dir).rstrip("/") + "/"
+        found = {cp["Prefix"][len(prefix):].rstrip("/")
+                 for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/")
+                 for cp in page.get("CommonPrefixes", [])}
+        return sorted(found)
+
     def read_bytes(self, rel: str) -> bytes:
         if not self.is_s3:
             return (self.base / rel).read_bytes()
@@ -108,9 +148,12 @@ class DataRoot:
         return path
 
     def remove_dir(self, rel_dir: str) -> None:
+        """Remove a folder and everything under it."""
         if not self.is_s3:
             shutil.rmtree(self.base / rel_dir, ignore_errors=True)
             return
         s3 = self._s3()
-        for rel in self.list(rel_dir):
-            s3.delete_object(Bucket=self.bucket, Key=self._key(rel))
+        paginator = s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(rel_dir).rstrip("/") + "/"):
+            for obj in page.get("Contents", []):
+                s3.delete_object(Bucket=self.bucket, Key=obj["Key"])

@@ -1,0 +1,135 @@
+"""The user-user recommender as one object: fitted once per version, then asked for any block of users.
+
+``fit`` does the work every shard shares (weighting, the blended vectors, the SVD and the HNSW graph, the
+fallback lists); ``save``/``load`` move it through the data root, so each mapped shard task loads it and
+recommends only its own users.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from pipelines.recs.features import ModelParams, Snapshot, history_sizes, profile_codes, user_vectors
+from pipelines.recs.neighbours import AnnIndex, Neighbours, exact_neighbours, svd_embedding
+from pipelines.recs.recommend import FallbackLists, cf_scores, complete, top_n_sparse
+
+log = logging.getLogger(__name__)
+
+#: Cold users need ``n_recs`` artists they have not played: keep this many more in each fallback list.
+FALLBACK_MARGIN = 20
+
+
+@dataclass
+class UserUserModel:
+    params: ModelParams
+    plays: sp.csr_matrix
+    content: sp.csr_matrix
+    codes: np.ndarray
+    users: pd.DataFrame
+    fallback: FallbackLists
+    emb: np.ndarray | None = None
+    index: AnnIndex | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def candidates(self) -> np.ndarray:
+        return history_sizes(self.plays) >= self.params.min_history
+
+    @classmethod
+    def fit(cls, snapshot: Snapshot, params: ModelParams) -> UserUserModel:
+        timings: dict[str, float] = {}
+        t = time.perf_counter()
+        content, vectors = user_vectors(snapshot, params)
+        codes = profile_codes(snapshot.users)
+        timings["vectors_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        fallback = FallbackLists.build(snapshot.plays, snapshot.users, params.n_recs + FALLBACK_MARGIN,
+                                       params.min_group_users)
+        timings["fallback_s"] = time.perf_counter() - t
+        model = cls(params, snapshot.plays, content, codes, snapshot.users, fallback, timings=timings)
+        if params.neighbours == "approx":
+            t = time.perf_counter()
+            model.emb = svd_embedding(vectors, params.svd_dim, params.seed)
+            timings["svd_s"] = time.perf_counter() - t
+            t = time.perf_counter()
+            model.index = AnnIndex.build(model.emb, model.candidates, m=params.hnsw_m,
+                                         ef_construction=params.hnsw_ef_construction, seed=params.seed)
+            timings["index_s"] = time.perf_counter() - t
+        log.info("fitted user-user model on %d users × %d artists: %s", *snapshot.plays.shape, timings)
+        return model
+
+    def neighbours(self, rows: np.ndarray, kind: str | None = None) -> Neighbours:
+        kind = kind or self.params.neighbours
+        if kind == "approx":
+            if self.index is None or self.emb is None:
+                raise ValueError("this model was fitted for exact neighbours only")
+            return self.index.query(self.emb, rows, self.params.k_neighbours, self.params.hnsw_ef)
+        return exact_neighbours(self.content, self.codes, self.params.profile_weight, rows,
+                                self.params.k_neighbours, self.candidates)
+
+    def recommend(self, rows: np.ndarray, *, block: int = 2048, kind: str | None = None,
+                  progress: bool = False) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Top-``n_recs`` artist rows, scores and source for each user row, in blocks of ``block`` users."""
+        from tqdm import tqdm
+
+        n = self.params.n_recs
+        out_idx = np.full((len(rows), n), -1, np.int32)
+        out_val = np.zeros((len(rows), n), np.float32)
+        sources: list[str] = []
+        candidates = self.candidates
+        for start in tqdm(range(0, len(rows), block), desc="recommend", unit="block", disable=not progress):
+            part = np.asarray(rows[start:start + block])
+            seen = self.plays[part]
+            warm = part[candidates[part]]
+            idx = np.full((len(part), n), -1, np.int32)
+            val = np.zeros((len(part), n), np.float32)
+            if len(warm):
+                scores = cf_scores(self.neighbours(warm, kind), self.content, self.plays[warm])
+                pos = np.nonzero(candidates[part])[0]
+                idx[pos], val[pos] = top_n_sparse(scores, n)
+            idx, val, src = complete(idx, val, part, self.users, seen, self.fallback, self.params.min_history)
+            out_idx[start:start + len(part)], out_val[start:start + len(part)] = idx, val
+            sources.extend(src)
+        return out_idx, out_val, sources
+
+    # -- persistence: one folder per version ---------------------------------------------------------
+
+    def save(self, folder: Path) -> list[Path]:
+        folder.mkdir(parents=True, exist_ok=True)
+        sp.save_npz(folder / "plays.npz", self.plays, compressed=False)
+        sp.save_npz(folder / "content.npz", self.content, compressed=False)
+        np.save(folder / "codes.npy", self.codes)
+        (folder / "fallback.json").write_text(json.dumps(
+            [{"country": c, "band": b, "artists": i.tolist(), "listeners": v.tolist()}
+             for (c, b), (i, v) in self.fallback.lists.items()]))
+        self.users.to_parquet(folder / "users.parquet")
+        meta = {"params": self.params.as_dict(), "timings": self.timings,
+                "emb_dim": None if self.emb is None else int(self.emb.shape[1])}
+        if self.emb is not None and self.index is not None:
+            np.save(folder / "emb.npy", self.emb)
+            self.index.save(folder / "hnsw.bin")
+        (folder / "model.json").write_text(json.dumps(meta, indent=2))
+        return sorted(p for p in folder.iterdir() if p.is_file())
+
+    @classmethod
+    def load(cls, folder: Path) -> UserUserModel:
+        meta = json.loads((folder / "model.json").read_text())
+        params = ModelParams(**meta["params"])
+        fallback = FallbackLists({
+            (g["country"], g["band"]): (np.asarray(g["artists"], np.int32), np.asarray(g["listeners"], np.float32))
+            for g in json.loads((folder / "fallback.json").read_text())})
+        model = cls(params, sp.load_npz(folder / "plays.npz").tocsr(), sp.load_npz(folder / "content.npz").tocsr(),
+                    np.load(folder / "codes.npy"), pd.read_parquet(folder / "users.parquet"), fallback,
+                    timings=meta.get("timings", {}))
+        if meta.get("emb_dim"):
+            model.emb = np.load(folder / "emb.npy")
+            model.index = AnnIndex.load(folder / "hnsw.bin", meta["emb_dim"])
+        return model
