@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 AIRFLOW_ENV := AIRFLOW_HOME=$(CURDIR)/var/airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
 	AIRFLOW__CORE__PLUGINS_FOLDER=$(CURDIR)/plugins AIRFLOW__CORE__LOAD_EXAMPLES=False
 
-.PHONY: install demo test airflow lint bench clean
+.PHONY: install demo test airflow lint bench serve clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required")'
@@ -36,6 +36,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/retention_bench.py
+
+serve: $(STAMP)  ## the recommendations API on http://localhost:8000 (docs at /docs)
+	$(PY) -m uvicorn pipelines.recs.api:app --host $${HOST:-127.0.0.1} --port $${PORT:-8000}
 
 clean:
 	-$(PY) -m pipelines services stop

@@ -360,9 +360,7 @@ def cleanup(keep: int = 2) -> dict:
     root = DataRoot()
     store = RecsStore()
     store.ensure_table()
-    pointer = store.current() or {}
-    live = pointer.get("current_version")
-    kept = [v for v in [live, *pointer.get("history", [])] if v][:max(1, keep)]
+    kept = store.versions()[:max(1, keep)]  # the live version first, then the ones it replaced
     removed, deleted_items = [], 0
     for version in root.list_dirs("recs/versions"):
         if version in kept:

@@ -87,3 +87,21 @@ def test_retention_graph(dagbag):
         "refresh_daily_analytics": [],
     }
     assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"
+
+
+def test_recs_graph(dagbag):
+    dag = dagbag.dags["recs_daily"]
+    graph = {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks}
+    assert graph == {
+        "validate": ["build", "evaluate"],
+        "build": ["publish", "shards"],
+        "shards": ["recommend_shard"],
+        "recommend_shard": ["write_shard"],
+        "write_shard": ["publish"],
+        "publish": ["cleanup"],
+        "cleanup": [],
+        "evaluate": [],
+    }
+    assert dag.max_active_runs == 1  # cleanup must never race a publish
+    assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"
+    assert {"k_neighbours", "n_recs", "weighting", "profile_weight", "neighbours"} <= set(dag.params)
