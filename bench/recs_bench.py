@@ -50,9 +50,9 @@ def _rss_mib() -> float:
 def stage_pipeline(root: Path, shard_users: int, out: Path) -> None:
     """Step 2, run in its own process."""
     import numpy as np
-    from pipelines.recs.ingest import validate_snapshot
 
     from pipelines.recs.features import ModelParams, load_snapshot
+    from pipelines.recs.ingest import validate_snapshot
     from pipelines.recs.model import UserUserModel
     from pipelines.recs.schema import staged_rel_dir
     from pipelines.storage import DataRoot
@@ -201,7 +201,7 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="recs-bench-"))
     try:
         t = time.perf_counter()
-        generated = write_snapshot(RecsDataSpec(n_users=args.users, n_artists=args.artists), root, DAY)
+        generated = write_snapshot(RecsDataSpec(n_users=args.users, n_artists=args.artists, start=DAY), root, DAY)
         gen_s = time.perf_counter() - t
         print(f"generated {args.users:,} users × {args.artists:,} artists in {gen_s:.1f} s", flush=True)
         pipeline = _child("pipeline", root, ["--shard-users", str(args.shard_users)])

@@ -83,7 +83,8 @@ def _cmd_recs(args: argparse.Namespace) -> int:
     from pipelines.recs import jobs
 
     if args.action == "generate":
-        result = jobs.generate(args.day, seed=args.seed, n_users=args.users, n_artists=args.artists)
+        result = jobs.generate(args.day, seed=args.seed, n_users=args.users, n_artists=args.artists,
+                               start=args.start)
         _print(result)
         return 0
     params = {k: getattr(args, k) for k in ("k_neighbours", "n_recs", "weighting", "profile_weight",
@@ -125,7 +126,7 @@ def _cmd_registry(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from pipelines.demo import run_demo
 
-    return run_demo(days=args.days, installs_per_day=args.installs_per_day)
+    return run_demo(days=args.days, installs_per_day=args.installs_per_day, recs_users=args.recs_users)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--users", type=int, default=20_000)
     g.add_argument("--artists", type=int, default=20_000)
     g.add_argument("--seed", type=int, default=7)
+    g.add_argument("--start", type=date.fromisoformat, help="first day of the generated world (default: --day)")
     for name, help_text in (("run", "validate, fit, recommend, write, publish, evaluate, clean up (day or range)"),
                             ("evaluate", "held-out evaluation only")):
         r = rsub.add_parser(name, help=help_text)
@@ -209,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="everything end to end on embedded services, through Airflow")
     p.add_argument("--days", type=int, default=40)
     p.add_argument("--installs-per-day", type=int, default=150)
+    p.add_argument("--recs-users", type=int, default=20_000)
     p.set_defaults(func=_cmd_demo)
     return parser
 

@@ -15,11 +15,13 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
 from pathlib import Path
 
 from pipelines.settings import get_settings
 
 DEMO_START = date(2017, 3, 1)
+RECS_DAY = date(2026, 11, 2)
 
 
 def _airflow_env() -> None:
@@ -57,8 +59,10 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
-def run_dag_days(dag_id: str, days: list[date], log_path: Path) -> list[str]:
-    """One ``dag.test`` run per day; returns the run states. Runs process the day before their logical date."""
+def run_dag_days(dag_id: str, days: list[date], log_path: Path, at: dtime = dtime(0),
+                 conf: dict | None = None) -> list[str]:
+    """One ``dag.test`` run per day; returns the run states. A manual run processes the last whole data
+    interval before its logical date, so day D's run is triggered at D+1 ``at`` (the DAG's cron time)."""
     from airflow.dag_processing.dagbag import DagBag
     from tqdm import tqdm
 
@@ -70,9 +74,9 @@ def run_dag_days(dag_id: str, days: list[date], log_path: Path) -> list[str]:
     states = []
     bar = tqdm(days, desc=f"{dag_id} runs", unit="run", file=sys.__stdout__)
     for day in bar:
-        logical = datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+        logical = datetime.combine(day + timedelta(days=1), at, tzinfo=UTC)
         with _quiet(log_path):
-            run = dag.test(logical_date=logical)
+            run = dag.test(logical_date=logical, run_conf=conf)
         states.append(str(run.state))
         if str(run.state) != "success":
             bar.close()
@@ -115,7 +119,54 @@ def _summary(endpoint: str | None) -> None:
         _say(f"DynamoDB API (moto, {endpoint}): reachable, tables: {tables or 'none yet'}")
 
 
-def run_demo(days: int = 40, installs_per_day: int = 150) -> int:
+def _recs_summary() -> None:
+    """What recs_daily wrote, and the API answering over HTTP from DynamoDB."""
+    import json
+    import threading
+    import urllib.request
+
+    import uvicorn
+
+    from pipelines import db
+    from pipelines.recs.api import create_app
+    from pipelines.recs.dynamo import RecsStore
+    from pipelines.services import free_port
+
+    _say("\n== recs_daily wrote ==")
+    pointer = RecsStore().current() or {}
+    _say(f"DynamoDB: live version {pointer.get('current_version')} (snapshot {pointer.get('generated_on')}, "
+         f"{pointer.get('item_count')} items); previous: {[h['version'] for h in pointer.get('history', [])]}")
+    rows = db.query("""SELECT m.segment AS model, round(max(m.value) FILTER (WHERE m.name = 'ndcg_at_10')::numeric, 4)
+                              AS ndcg_at_10, round(max(m.value) FILTER (WHERE m.name = 'precision_at_10')::numeric, 4)
+                              AS precision_at_10, round(max(m.value) FILTER (WHERE m.name = 'recall_at_10')::numeric, 4)
+                              AS recall_at_10, round(max(m.value) FILTER (WHERE m.name = 'coverage')::numeric, 4)
+                              AS coverage
+                       FROM run_metrics m JOIN runs r USING (run_id)
+                       WHERE r.run_id = (SELECT run_id FROM runs WHERE pipeline = 'recs' AND kind = 'evaluate'
+                                         AND status = 'success' ORDER BY finished_at DESC LIMIT 1)
+                         AND m.segment LIKE 'model=%%'
+                       GROUP BY m.segment ORDER BY 2 DESC""")
+    _say("Held-out evaluation of the live version (run_metrics):\n" + _table(rows))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        user = db.query("SELECT summary->>'sample_user' AS u FROM runs WHERE pipeline = 'recs' AND kind = 'publish' "
+                        "AND status = 'success' ORDER BY finished_at DESC LIMIT 1")[0]["u"]
+        unknown = "0" * 40
+        for path in (f"/users/{user}/recommendations?n=5", f"/users/{unknown}/recommendations?n=3&country=Poland"):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
+                body = json.loads(resp.read())
+            _say(f"GET {path}\n  -> {body['source']}: " + ", ".join(r["artist"] for r in body["recommendations"]))
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def run_demo(days: int = 40, installs_per_day: int = 150, recs_users: int = 20_000) -> int:
     """Run the demo; returns a process exit code."""
     from pipelines.retention.generate import RetentionDataSpec
     from pipelines.services import local_services
@@ -145,6 +196,16 @@ def run_demo(days: int = 40, installs_per_day: int = 150) -> int:
              f"({sum(generated['bad'].values())} bad rows planted: {generated['bad']})")
         run_dag_days("retention_daily", spec.dates(), log_path)
         _summary(exported.get("PIPELINES_DYNAMODB_ENDPOINT"))
+
+        from pipelines.recs import jobs as recs_jobs
+
+        recs_days = [RECS_DAY - timedelta(days=1), RECS_DAY]
+        for day in recs_days:
+            made = recs_jobs.generate(day, n_users=recs_users, n_artists=recs_users, start=recs_days[0])
+        _say(f"\nGenerated Last.fm-format snapshots for {recs_days[0]} and {recs_days[1]} "
+             f"({made.get('users', recs_users):,} users, {made.get('rows', 0):,} play rows each)")
+        run_dag_days("recs_daily", recs_days, log_path, at=dtime(2), conf={"eval_users": 2000})
+        _recs_summary()
     _say(f"\nDemo finished in {time.monotonic() - started:.0f}s. Next: `make airflow` for the UI on "
          "http://localhost:8080, `make test` for the tests.")
     return 0

@@ -56,7 +56,7 @@ def stop_embedded_postgres() -> bool:
     return True
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -77,7 +77,7 @@ def _wait_http(url: str, timeout: float) -> None:
 @contextlib.contextmanager
 def moto_server(port: int | None = None) -> Iterator[str]:
     """Run moto's DynamoDB-compatible server on loopback; yields its endpoint URL."""
-    port = port or _free_port()
+    port = port or free_port()
     endpoint = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,7 +102,9 @@ def _item_item(train: sp.csr_matrix, rows: np.ndarray, k: int) -> np.ndarray:
     from implicit.nearest_neighbours import BM25Recommender
 
     model = BM25Recommender(K=k)
-    model.fit(train.astype(np.float32), show_progress=False)
+    with warnings.catch_warnings():  # implicit converts its own BM25-weighted COO matrix and warns about it
+        warnings.simplefilter("ignore", category=UserWarning)
+        model.fit(train.astype(np.float32), show_progress=False)
     ids, _ = model.recommend(rows, train[rows], N=K, filter_already_liked_items=True)
     return np.asarray(ids, dtype=np.int32)
 

@@ -75,14 +75,18 @@ def _write_manifest(root: DataRoot, version: str, manifest: dict) -> None:
 # -- generate / validate ----------------------------------------------------------------------------------
 
 def generate(day: str | date, **overrides) -> dict:
-    """Write a generated Last.fm-format snapshot for ``day`` into the (local) data root."""
+    """Write a generated Last.fm-format snapshot for ``day`` into the (local) data root.
+
+    The generated world grows a little each day after its ``start`` (new users, more plays); pass the same
+    ``start`` for every day of a series."""
     from pipelines.recs.generate import RecsDataSpec, write_snapshot
 
     root = DataRoot()
     if root.is_s3:
         raise ValueError("generate writes to a local data root; upload the files yourself for S3")
-    spec = RecsDataSpec(**{k: v for k, v in overrides.items() if v is not None})
-    return write_snapshot(spec, root.base, _day(day))
+    values = {k: v for k, v in overrides.items() if v is not None}
+    values.setdefault("start", _day(day))  # the generated world starts on the first day asked for
+    return write_snapshot(RecsDataSpec(**values), root.base, _day(day))
 
 
 def validate(day: str | date, max_bad_share: float | None = None) -> dict:
@@ -189,9 +193,11 @@ def recommend_shard(shard: dict) -> dict:
         frame.to_parquet(path, index=False)
         uri = root.put_file(path, _shard_rel(version, shard["shard"]))
     counts = frame["source"].value_counts().to_dict()
+    cf_users = frame.loc[frame["source"] == "user_user_cf", "user_id"]
     log.info("shard %s of %s: %d users in %.1f s (+%.1f s load); sources %s", shard["shard"], version,
              len(rows), compute_s, load_s, counts)
     return {**shard, "users": len(rows), "uri": uri, "sources": counts, "load_s": round(load_s, 3),
+            "sample_user": cf_users.iloc[0] if len(cf_users) else None,
             "compute_s": round(compute_s, 3)}
 
 
@@ -274,7 +280,8 @@ def publish(version: str, written: list[dict]) -> dict:
                 sources[k] = sources.get(k, 0) + v
         write_s = sum(w.get("write", {}).get("seconds", 0) for w in written)
         run.summary = {"published": published, "users": users, "fallback_lists": len(fallbacks),
-                       "sources": sources, "shards": len(written)}
+                       "sources": sources, "shards": len(written),
+                       "sample_user": next((w["sample_user"] for w in written if w.get("sample_user")), None)}
         run.log_metrics({"users_written": users, "fallback_lists": len(fallbacks),
                          "cf_share": sources.get("user_user_cf", 0) / users if users else 0,
                          "write_seconds_sum": write_s})

@@ -54,6 +54,23 @@ def staged_rel_dir(day: date) -> str:
     return f"recs/staged/dt={day.isoformat()}"
 
 
+def truth_rel_dir(seed: int) -> str:
+    """Where the generator keeps its planted truth (synthetic data only): tastes, genres, popularity."""
+    return f"recs/truth/seed={seed}"
+
+
+#: Quarantine reasons of the ingest. Bad rows are dropped (a line gets the first that applies, in this order);
+#: the others record a repair of a row that is kept, and do not count towards the bad-row share.
+PLAYS_BAD_REASONS = ("malformed_line", "bad_user_id", "missing_artist", "bad_plays", "nonpositive_plays",
+                     "absurd_plays")
+PROFILE_BAD_REASONS = ("malformed_line", "bad_user_id")
+BENIGN_REASONS = frozenset({"tab_in_name_repaired", "duplicate_merged", "duplicate_profile", "bad_gender_nulled",
+                            "bad_age_nulled", "bad_signup_nulled", "user_without_profile"})
+REASONS = (*PLAYS_BAD_REASONS, *sorted(BENIGN_REASONS))
+SIGNUP_FORMAT = "%b %d, %Y"  # "Feb 1, 2007" (strptime accepts the unpadded day)
+GENDERS = ("m", "f")
+
+
 def model_rel_dir(version: str) -> str:
     """Everything one version computes: neighbours, recommendation shards, evaluation report."""
     return f"recs/versions/{version}"
