@@ -129,6 +129,7 @@ def stage_evaluate(root: Path, eval_users: int, out: Path) -> None:
     result = evaluate(snapshot, ModelParams(), EvalConfig(eval_users=eval_users), oracle=oracle)
     out.write_text(json.dumps({"seconds": time.perf_counter() - t, "split": result.seconds,
                                "metrics": result.metrics, "neighbour_recall": result.neighbour_recall,
+                               "neighbour_similarity_ratio": result.neighbour_similarity_ratio,
                                "eval_users": result.n_eval_users, "peak_rss_mib": _rss_mib()}))
 
 
@@ -234,7 +235,8 @@ def _print_report(report: dict) -> None:
     if report["evaluate"]:
         e = report["evaluate"]
         print(f"\nheld-out evaluation ({e['eval_users']:,} users, {e['seconds']:.0f} s, peak RSS "
-              f"{e['peak_rss_mib']:,.0f} MiB); neighbour recall approx vs exact: {e['neighbour_recall']:.3f}")
+              f"{e['peak_rss_mib']:,.0f} MiB); approx vs exact neighbours: recall {e['neighbour_recall']:.3f}, "
+              f"similarity ratio {e.get('neighbour_similarity_ratio') or float('nan'):.3f}")
         for name, m in sorted(e["metrics"].items(), key=lambda kv: -kv[1]["ndcg_at_10"]):
             print(f"  {name:<22} NDCG@10 {m['ndcg_at_10']:.4f}  P@10 {m['precision_at_10']:.4f}  "
                   f"R@10 {m['recall_at_10']:.4f}  MAP@10 {m['map_at_10']:.4f}  coverage {m['coverage']:.4f}")

@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "docker-compose.yaml"
 DOCKERFILE = REPO / "docker" / "Dockerfile"
 README = REPO / "README.md"
+PYPROJECT = REPO / "pyproject.toml"
 
 README_SECTION = "## Docker Compose"
 _BACKTICKED_NAME = re.compile(r"^`([^`]+)`$")
@@ -159,3 +160,10 @@ def test_docker_compose_config_is_valid():
     ):
         pytest.skip(f"`docker compose config` needs a Docker engine here: {result.stderr.strip()}")
     assert result.returncode == 0, f"`{' '.join(command[1:])}` failed:\n{result.stderr}"
+
+
+def test_image_installs_the_pinned_cpu_torch():
+    """The image takes torch from the CPU index at the version pyproject.toml pins (PyPI's is a CUDA build)."""
+    pinned = re.search(r'"torch==([^"]+)"', PYPROJECT.read_text())
+    docker = re.search(r'download\.pytorch\.org/whl/cpu "torch==([^"]+)"', DOCKERFILE.read_text())
+    assert pinned and docker and pinned.group(1) == docker.group(1)

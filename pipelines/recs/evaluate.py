@@ -23,8 +23,7 @@ import scipy.sparse as sp
 from pipelines.recs.features import ModelParams, Snapshot
 from pipelines.recs.metrics import ranking_metrics
 from pipelines.recs.model import UserUserModel
-from pipelines.recs.neighbours import neighbour_recall
-from pipelines.recs.recommend import top_n_sparse
+from pipelines.recs.neighbours import neighbour_recall, pair_similarity, similarity_ratio, top_k_dense
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +46,7 @@ class EvalConfig:
 class EvalResult:
     metrics: dict[str, dict[str, float]]  # model → metric → value
     neighbour_recall: float | None
+    neighbour_similarity_ratio: float | None
     n_train_users: int
     n_eval_users: int
     seconds: dict[str, float] = field(default_factory=dict)
@@ -74,27 +74,34 @@ def holdout_split(plays: sp.csr_matrix, share: float, min_items: int, seed: int
 
 
 def _popularity(train: sp.csr_matrix, rows: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
-    """Most listened unseen artists overall, or within each user's group first (then overall order)."""
+    """Most listened unseen artists overall, or within each user's group first (then overall order).
+
+    Only the ``K + longest history`` most listened artists of each list can be needed, so each user's list
+    is picked from that short candidate list instead of ranking the whole catalogue."""
     listened = train.copy()
     listened.data = np.ones_like(listened.data)
-    overall = np.asarray(listened.sum(axis=0)).ravel().astype(np.float64)
-    per_group, codes = None, None
+    margin = K + int(np.diff(listened.indptr)[rows].max(initial=0))
+    overall = np.asarray(listened.sum(axis=0)).ravel()
+    global_top = np.argsort(-overall, kind="stable")[:margin]
+    out = np.full((len(rows), K), -1, np.int32)
+    codes = np.full(train.shape[0], -1)
     if groups is not None:
         codes, _ = pd.factorize(pd.Series(groups).astype("string"))  # unknown group → -1
-        known = np.nonzero(codes >= 0)[0]
-        member = sp.csr_matrix((np.ones(len(known), np.float32), (codes[known], known)),
-                               shape=(codes.max() + 1, train.shape[0]))
-        per_group = (member @ listened).tocsr()
-    out = np.full((len(rows), K), -1, np.int32)
-    for start in range(0, len(rows), 256):
-        part = rows[start:start + 256]
-        scores = np.tile(overall, (len(part), 1))
-        if per_group is not None:
-            has = codes[part] >= 0
-            # group listeners first, overall listeners break ties (and rank artists the group never played)
-            scores[has] += per_group[codes[part][has]].toarray() * (overall.max() + 1)
-        scores[listened[part].nonzero()] = -np.inf
-        out[start:start + len(part)] = np.argsort(-scores, axis=1, kind="stable")[:, :K]
+    for code in np.unique(codes[rows]):
+        members = rows[codes[rows] == code]
+        if code >= 0:
+            in_group = np.nonzero(codes == code)[0]
+            counts = np.asarray(listened[in_group].sum(axis=0)).ravel()
+            ranked = np.lexsort((np.arange(len(counts)), -overall, -counts))[:margin]
+            ranked = ranked[counts[ranked] > 0]
+            candidates = np.concatenate([ranked, global_top[~np.isin(global_top, ranked)]])[:margin]
+        else:
+            candidates = global_top
+        seen = (listened[members][:, candidates] > 0).toarray()
+        order = np.argsort(seen, axis=1, kind="stable")[:, :K]  # unseen first, in list order
+        picked = candidates[order]
+        picked[np.take_along_axis(seen, order, axis=1)] = -1
+        out[np.searchsorted(rows, members)] = picked
     return out
 
 
@@ -103,9 +110,9 @@ def _item_item(train: sp.csr_matrix, rows: np.ndarray, k: int) -> np.ndarray:
 
     model = BM25Recommender(K=k)
     with warnings.catch_warnings():  # implicit converts its own BM25-weighted COO matrix and warns about it
-        warnings.simplefilter("ignore", category=UserWarning)
+        warnings.simplefilter("ignore")
         model.fit(train.astype(np.float32), show_progress=False)
-    ids, _ = model.recommend(rows, train[rows], N=K, filter_already_liked_items=True)
+        ids, _ = model.recommend(rows, train[rows], N=K, filter_already_liked_items=True)
     return np.asarray(ids, dtype=np.int32)
 
 
@@ -118,8 +125,7 @@ def _oracle(oracle: Oracle, snapshot: Snapshot, train: sp.csr_matrix, rows: np.n
         pref = np.asarray(oracle(user_ids[part].tolist(), keys), dtype=np.float32)
         pref[train[part].nonzero()] = -np.inf
         pref[pref <= 0] = -np.inf
-        idx, _ = top_n_sparse(sp.csr_matrix(np.where(np.isfinite(pref), pref + 1e-9, 0)), K)
-        out[start:start + len(part)] = idx
+        out[start:start + len(part)] = top_k_dense(pref, K)[0]
     return out
 
 
@@ -156,12 +162,15 @@ def evaluate(snapshot: Snapshot, params: ModelParams, config: EvalConfig | None 
         run("oracle", lambda: _oracle(oracle, snapshot, train, rows))
 
     sample = rows[model.candidates[rows]][: config.recall_sample]
-    recall = None
+    recall = ratio = None
     if len(sample):
         t = time.perf_counter()
-        recall = neighbour_recall(model.neighbours(sample, "approx"), model.neighbours(sample, "exact"))
-        seconds["neighbour_recall"] = round(time.perf_counter() - t, 3)
-    return EvalResult(results, recall, int(train.shape[0]), len(rows), seconds)
+        approx, exact = model.neighbours(sample, "approx"), model.neighbours(sample, "exact")
+        recall = neighbour_recall(approx, exact)
+        ratio = similarity_ratio(pair_similarity(model.content, model.codes, params.profile_weight, sample,
+                                                 approx.indices), exact)
+        seconds["neighbour_quality"] = round(time.perf_counter() - t, 3)
+    return EvalResult(results, recall, ratio, int(train.shape[0]), len(rows), seconds)
 
 
 def plot_report(result: EvalResult, path: Path) -> Path:

@@ -158,3 +158,30 @@ def neighbour_recall(approx: Neighbours, exact: Neighbours) -> float:
             hits += len(np.intersect1d(a[a >= 0], e))
             total += len(e)
     return hits / total if total else float("nan")
+
+
+def pair_similarity(content: sp.csr_matrix, codes: np.ndarray | None, profile_weight: float, rows: np.ndarray,
+                    neighbour_idx: np.ndarray) -> np.ndarray:
+    """Exact blended cosine of each (row, neighbour) pair (0 where the neighbour slot is empty)."""
+    k = neighbour_idx.shape[1]
+    flat = neighbour_idx.ravel()
+    valid = flat >= 0
+    left = content[np.repeat(rows, k)[valid]]
+    right = content[flat[valid]]
+    sims = np.zeros(len(flat), np.float32)
+    sims[valid] = np.asarray(left.multiply(right).sum(axis=1)).ravel()
+    if profile_weight > 0 and codes is not None:
+        a, b = codes[np.repeat(rows, k)[valid]], codes[flat[valid]]
+        shared = ((a == b) & (a >= 0)).sum(axis=1)
+        denom = np.sqrt((a >= 0).sum(axis=1) * (b >= 0).sum(axis=1))
+        profile = np.divide(shared, denom, out=np.zeros(len(a)), where=denom > 0)
+        sims[valid] = (1 - profile_weight) * sims[valid] + profile_weight * profile
+    return sims.reshape(neighbour_idx.shape)
+
+
+def similarity_ratio(approx_exact_sims: np.ndarray, exact: Neighbours) -> float:
+    """How good the approximate neighbours are, judged by the exact measure: the total exact similarity of the
+    approximate top-K over that of the exact top-K (1.0 = as similar; near-ties make this the fairer figure
+    when many users are almost equally similar and recall alone looks poor)."""
+    best = np.where(exact.indices >= 0, exact.sims, 0).sum()
+    return float(approx_exact_sims.sum() / best) if best > 0 else float("nan")

@@ -114,3 +114,17 @@ def test_model_roundtrip_gives_identical_recommendations(tmp_path):
     np.testing.assert_allclose(a[1], b[1])
     refit = UserUserModel.fit(snap, ModelParams(k_neighbours=15, svd_dim=12))  # a rerun: same lists
     np.testing.assert_array_equal(refit.recommend(rows)[0], a[0])
+
+
+def test_pair_similarity_matches_the_exact_search_and_ratio_is_one_for_exact():
+    from pipelines.recs.neighbours import pair_similarity, similarity_ratio
+
+    snap, _, _ = _clustered(200, 120)
+    content, _ = user_vectors(snap, ModelParams(profile_weight=0.3))
+    codes = profile_codes(snap.users)
+    rows = np.arange(0, 200, 9)
+    exact = exact_neighbours(content, codes, 0.3, rows, 10, np.ones(200, dtype=bool))
+    np.testing.assert_allclose(pair_similarity(content, codes, 0.3, rows, exact.indices), exact.sims, rtol=1e-5)
+    assert similarity_ratio(exact.sims, exact) == pytest.approx(1.0)
+    worse = exact_neighbours(content, codes, 0.3, rows, 20, np.ones(200, dtype=bool)).indices[:, 10:]
+    assert similarity_ratio(pair_similarity(content, codes, 0.3, rows, worse), exact) < 1.0
