@@ -44,7 +44,7 @@ DEFAULT_ARGS = {
     tags=["recommendations", "dynamodb"],
     doc_md=__doc__,
     params={
-        "k_neighbours": Param(50, type="integer", minimum=1, maximum=1000, description="Neighbours per user."),
+        "k_neighbours": Param(100, type="integer", minimum=1, maximum=1000, description="Neighbours per user."),
         "n_recs": Param(10, type="integer", minimum=1, maximum=100, description="Artists recommended per user."),
         "weighting": Param("bm25", enum=["bm25", "log", "tfidf", "none"], description="Play count weighting."),
         "profile_weight": Param(0.1, type="number", minimum=0, maximum=0.99,

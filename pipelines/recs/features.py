@@ -27,7 +27,7 @@ PROFILE_FIELDS = ("gender", "age_band", "country")
 class ModelParams:
     """Everything that shapes a recommendation version (the DAG's Params map onto these)."""
 
-    k_neighbours: int = 50
+    k_neighbours: int = 100
     n_recs: int = 10
     weighting: Weighting = "bm25"
     bm25_k1: float = 100.0
@@ -39,6 +39,7 @@ class ModelParams:
     hnsw_m: int = 16
     hnsw_ef_construction: int = 100
     hnsw_ef: int = 100
+    rerank: int = 0  # approx only: fetch rerank × k candidates from the graph, keep the k best by exact cosine
     min_group_users: int = 30  # a country / age-band group needs this many users for its own popular list
     seed: int = 0
 
@@ -53,6 +54,7 @@ class ModelParams:
             "svd_dim": 2 <= self.svd_dim <= 1024,
             "hnsw_m": 2 <= self.hnsw_m <= 128,
             "hnsw_ef": self.hnsw_ef >= 1,
+            "rerank": 0 <= self.rerank <= 20,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:

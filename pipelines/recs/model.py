@@ -18,7 +18,14 @@ import pandas as pd
 import scipy.sparse as sp
 
 from pipelines.recs.features import ModelParams, Snapshot, history_sizes, profile_codes, user_vectors
-from pipelines.recs.neighbours import AnnIndex, Neighbours, exact_neighbours, svd_embedding
+from pipelines.recs.neighbours import (
+    AnnIndex,
+    Neighbours,
+    exact_neighbours,
+    pair_similarity,
+    svd_embedding,
+    top_k_dense,
+)
 from pipelines.recs.recommend import FallbackLists, cf_scores, complete, top_n_sparse
 
 log = logging.getLogger(__name__)
@@ -71,7 +78,16 @@ class UserUserModel:
         if kind == "approx":
             if self.index is None or self.emb is None:
                 raise ValueError("this model was fitted for exact neighbours only")
-            return self.index.query(self.emb, rows, self.params.k_neighbours, self.params.hnsw_ef)
+            k = self.params.k_neighbours
+            if self.params.rerank <= 1:
+                return self.index.query(self.emb, rows, k, self.params.hnsw_ef)
+            wide_k = k * self.params.rerank
+            wide = self.index.query(self.emb, rows, wide_k, max(self.params.hnsw_ef, wide_k))
+            sims = pair_similarity(self.content, self.codes, self.params.profile_weight, rows, wide.indices)
+            sims[wide.indices < 0] = -np.inf
+            order, best = top_k_dense(sims, k)
+            idx = np.where(order >= 0, np.take_along_axis(wide.indices, np.maximum(order, 0), axis=1), -1)
+            return Neighbours(idx.astype(np.int32), np.where(order >= 0, best, 0).astype(np.float32))
         return exact_neighbours(self.content, self.codes, self.params.profile_weight, rows,
                                 self.params.k_neighbours, self.candidates)
 
