@@ -136,7 +136,7 @@ def _recs_summary() -> None:
     pointer = RecsStore().current() or {}
     _say(f"DynamoDB: live version {pointer.get('current_version')} (snapshot {pointer.get('generated_on')}, "
          f"{pointer.get('item_count')} items); previous: {[h['version'] for h in pointer.get('history', [])]}")
-    rows = db.query("""SELECT m.segment AS model, round(max(m.value) FILTER (WHERE m.name = 'ndcg_at_10')::numeric, 4)
+    rows = db.query("""SELECT substr(m.segment, 7) AS model, round(max(m.value) FILTER (WHERE m.name = 'ndcg_at_10')::numeric, 4)
                               AS ndcg_at_10, round(max(m.value) FILTER (WHERE m.name = 'precision_at_10')::numeric, 4)
                               AS precision_at_10, round(max(m.value) FILTER (WHERE m.name = 'recall_at_10')::numeric, 4)
                               AS recall_at_10, round(max(m.value) FILTER (WHERE m.name = 'coverage')::numeric, 4)
