@@ -110,6 +110,37 @@ def _cmd_recs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sociodemo(args: argparse.Namespace) -> int:
+    from pipelines.sociodemo import jobs
+
+    if args.action == "generate":
+        result = jobs.generate(seed=args.seed, n_users=args.users, days=args.days, start=args.start,
+                               bad_row_rate=args.bad_row_rate)
+        _print({k: v for k, v in result.items() if k not in ("files",)})
+    elif args.action == "run":
+        from datetime import timedelta
+
+        end = args.end or args.day
+        for i in range((end - args.day).days + 1):
+            day = args.day + timedelta(days=i)
+            if args.no_score:
+                _print({"validate": jobs.validate(day, args.max_bad_share),
+                        "histories": jobs.update_histories(day)})
+            else:
+                _print(jobs.run_day(day, args.max_bad_share, args.model))
+    elif args.action == "train":
+        jobs.validate_targets()
+        as_of = args.as_of or jobs.latest_accepted_day()
+        jobs.update_histories(as_of, mode="full")
+        result = jobs.train(as_of, args.models)
+        _print({k: v for k, v in result.items() if k in ("version", "table", "runs", "report")} or result)
+    elif args.action == "promote":
+        _print(jobs.promote(args.model, args.run_id))
+    elif args.action == "score":
+        _print(jobs.score(args.day, args.model))
+    return 0
+
+
 def _cmd_registry(args: argparse.Namespace) -> int:
     from pipelines import registry
 
@@ -126,7 +157,8 @@ def _cmd_registry(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from pipelines.demo import run_demo
 
-    return run_demo(days=args.days, installs_per_day=args.installs_per_day, recs_users=args.recs_users)
+    return run_demo(days=args.days, installs_per_day=args.installs_per_day, recs_users=args.recs_users,
+                    sociodemo_users=args.sociodemo_users)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -193,6 +225,31 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--keep", type=int, default=2)
     p.set_defaults(func=_cmd_recs)
 
+    p = sub.add_parser("sociodemo", help="socio-demographic prediction (sex, age class)")
+    ssub = p.add_subparsers(dest="action", required=True)
+    g = ssub.add_parser("generate", help="write generated Rutube-format events, videos and targets")
+    g.add_argument("--users", type=int, default=20_000)
+    g.add_argument("--days", type=int, default=14)
+    g.add_argument("--start", type=date.fromisoformat, default=date(2024, 6, 1))
+    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--bad-row-rate", type=float, default=0.001)
+    r = ssub.add_parser("run", help="validate, update histories and score one day or a range")
+    r.add_argument("--day", type=date.fromisoformat, required=True)
+    r.add_argument("--end", type=date.fromisoformat)
+    r.add_argument("--max-bad-share", type=float)
+    r.add_argument("--model", help="score with this promoted model (default: the latest promotion)")
+    r.add_argument("--no-score", action="store_true", help="only validate and update histories")
+    t = ssub.add_parser("train", help="train and evaluate every model as of a day (no promotion)")
+    t.add_argument("--as-of", type=date.fromisoformat)
+    t.add_argument("--models", nargs="+", default=["topclass", "catboost", "deepsets"])
+    pr = ssub.add_parser("promote", help="explicitly promote a trained model (latest run unless --run-id)")
+    pr.add_argument("--model", required=True)
+    pr.add_argument("--run-id")
+    sc = ssub.add_parser("score", help="score every user as of a day with the promoted model")
+    sc.add_argument("--day", type=date.fromisoformat, required=True)
+    sc.add_argument("--model")
+    p.set_defaults(func=_cmd_sociodemo)
+
     p = sub.add_parser("registry", help="the run registry")
     gsub = p.add_subparsers(dest="action", required=True)
     rr = gsub.add_parser("runs")
@@ -212,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=int, default=40)
     p.add_argument("--installs-per-day", type=int, default=150)
     p.add_argument("--recs-users", type=int, default=20_000)
+    p.add_argument("--sociodemo-users", type=int, default=5_000)
     p.set_defaults(func=_cmd_demo)
     return parser
 

@@ -59,18 +59,23 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
-def run_dag_days(dag_id: str, days: list[date], log_path: Path, at: dtime = dtime(0),
-                 conf: dict | None = None) -> list[str]:
-    """One ``dag.test`` run per day; returns the run states. A manual run processes the last whole data
-    interval before its logical date, so day D's run is triggered at D+1 ``at`` (the DAG's cron time)."""
+def _load_dag(dag_id: str, log_path: Path):
     from airflow.dag_processing.dagbag import DagBag
-    from tqdm import tqdm
 
     with _quiet(log_path):
         bag = DagBag(os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
     if bag.import_errors:
         raise RuntimeError(f"DAG import errors: {bag.import_errors}")
-    dag = bag.get_dag(dag_id)
+    return bag.get_dag(dag_id)
+
+
+def run_dag_days(dag_id: str, days: list[date], log_path: Path, at: dtime = dtime(0),
+                 conf: dict | None = None) -> list[str]:
+    """One ``dag.test`` run per day; returns the run states. A manual run processes the last whole data
+    interval before its logical date, so day D's run is triggered at D+1 ``at`` (the DAG's cron time)."""
+    from tqdm import tqdm
+
+    dag = _load_dag(dag_id, log_path)
     states = []
     bar = tqdm(days, desc=f"{dag_id} runs", unit="run", file=sys.__stdout__)
     for day in bar:
@@ -136,11 +141,9 @@ def _recs_summary() -> None:
     pointer = RecsStore().current() or {}
     _say(f"DynamoDB: live version {pointer.get('current_version')} (snapshot {pointer.get('generated_on')}, "
          f"{pointer.get('item_count')} items); previous: {[h['version'] for h in pointer.get('history', [])]}")
-    rows = db.query("""SELECT substr(m.segment, 7) AS model, round(max(m.value) FILTER (WHERE m.name = 'ndcg_at_10')::numeric, 4)
-                              AS ndcg_at_10, round(max(m.value) FILTER (WHERE m.name = 'precision_at_10')::numeric, 4)
-                              AS precision_at_10, round(max(m.value) FILTER (WHERE m.name = 'recall_at_10')::numeric, 4)
-                              AS recall_at_10, round(max(m.value) FILTER (WHERE m.name = 'coverage')::numeric, 4)
-                              AS coverage
+    metrics = ("ndcg_at_10", "precision_at_10", "recall_at_10", "coverage")
+    picks = ", ".join(f"round(max(m.value) FILTER (WHERE m.name = '{name}')::numeric, 4) AS {name}" for name in metrics)
+    rows = db.query(f"""SELECT substr(m.segment, 7) AS model, {picks}
                        FROM run_metrics m JOIN runs r USING (run_id)
                        WHERE r.run_id = (SELECT run_id FROM runs WHERE pipeline = 'recs' AND kind = 'evaluate'
                                          AND status = 'success' ORDER BY finished_at DESC LIMIT 1)
@@ -166,7 +169,54 @@ def _recs_summary() -> None:
         thread.join(timeout=10)
 
 
-def run_demo(days: int = 40, installs_per_day: int = 150, recs_users: int = 20_000) -> int:
+def _sociodemo(log_path: Path, n_users: int) -> None:
+    """Ten days of viewing events: daily ingest (scoring skipped until a promotion), one weekly training that
+    promotes CatBoost explicitly, then a daily run that scores every user."""
+    from pipelines import db
+    from pipelines.sociodemo import jobs as sd_jobs
+
+    start, n_days = date(2024, 6, 1), 10
+    made = sd_jobs.generate(seed=42, n_users=n_users, n_videos=max(2000, n_users // 2), start=start, days=n_days,
+                            bad_row_rate=0.002, bad_target_rate=0.01)
+    days = [start + timedelta(days=i) for i in range(n_days)]
+    _say(f"\nGenerated {made['events']:,} Rutube-format viewing events of {n_users:,} users over {n_days} days "
+         f"(bad rows planted: {made['bad_rows']})")
+    run_dag_days("sociodemo_daily", days[:-1], log_path, at=dtime(1))
+    weekly = _load_dag("sociodemo_train_weekly", log_path)
+    _say("sociodemo_train_weekly: TopClass, CatBoost and DeepSets + Time2Vec on the held-out split "
+         "(promote=catboost) ...")
+    with _quiet(log_path):
+        run = weekly.test(logical_date=datetime.combine(days[-1], dtime(3), tzinfo=UTC),
+                          run_conf={"promote": "catboost", "deepsets_time_budget_s": 60.0})
+    if str(run.state) != "success":
+        raise RuntimeError(f"sociodemo_train_weekly failed; see {log_path}")
+    run_dag_days("sociodemo_daily", days[-1:], log_path, at=dtime(1))
+    _say("\n== sociodemo wrote ==")
+    rows = db.query("""SELECT r.model_name AS model,
+                              round(max(m.value) FILTER (WHERE m.name = 'contest_score')::numeric, 3) AS contest_score,
+                              round(max(m.value) FILTER (WHERE m.name = 'sex_roc_auc')::numeric, 3) AS sex_roc_auc,
+                              round(max(m.value) FILTER (WHERE m.name = 'age_f1_weighted')::numeric, 3)
+                                  AS age_f1_weighted,
+                              round(max(m.value) FILTER (WHERE m.name = 'share_of_oracle_contest_score')::numeric, 3)
+                                  AS share_of_oracle
+                       FROM runs r JOIN run_metrics m USING (run_id)
+                       WHERE r.pipeline = 'sociodemo' AND r.kind = 'train' AND r.status = 'success'
+                         AND m.segment = ''
+                       GROUP BY r.model_name ORDER BY 2 DESC""")
+    oracle = db.query("""SELECT round(max(m.value)::numeric, 3) AS v FROM run_metrics m JOIN runs r USING (run_id)
+                         WHERE r.pipeline = 'sociodemo' AND m.segment = 'oracle' AND m.name = 'contest_score'""")
+    _say(f"Held-out users, every model beside the oracle (contest score ceiling {oracle[0]['v']}; max 3):\n"
+         + _table(rows))
+    promoted = db.query("SELECT model_name, promoted_by FROM model_promotions WHERE pipeline = 'sociodemo'")
+    _say("Promoted (explicitly): " + ", ".join(f"{p['model_name']} by {p['promoted_by']}" for p in promoted))
+    scored = db.query("""SELECT count(*) AS users, round(avg(sex_proba)::numeric, 3) AS mean_p_male,
+                                min(model_version) AS model_version, min(as_of) AS as_of
+                         FROM sociodemo_predictions""")
+    _say("sociodemo_predictions:\n" + _table(scored))
+
+
+def run_demo(days: int = 40, installs_per_day: int = 150, recs_users: int = 20_000,
+             sociodemo_users: int = 5_000) -> int:
     """Run the demo; returns a process exit code."""
     from pipelines.retention.generate import RetentionDataSpec
     from pipelines.services import local_services
@@ -206,6 +256,7 @@ def run_demo(days: int = 40, installs_per_day: int = 150, recs_users: int = 20_0
              f"({made.get('users', recs_users):,} users, {made.get('rows', 0):,} play rows each)")
         run_dag_days("recs_daily", recs_days, log_path, at=dtime(2), conf={"eval_users": 2000})
         _recs_summary()
+        _sociodemo(log_path, sociodemo_users)
     _say(f"\nDemo finished in {time.monotonic() - started:.0f}s. Next: `make airflow` for the UI on "
          "http://localhost:8080, `make test` for the tests.")
     return 0

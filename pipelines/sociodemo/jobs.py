@@ -1,0 +1,483 @@
+"""The socio-demographic pipeline's steps, as the DAGs' tasks and the CLI call them.
+
+Daily (``sociodemo_daily``): ``validate`` a day's events (quarantine to Postgres) → ``update_histories`` (the
+feature table and user sets as of the day) → ``score`` every user with the promoted model into
+``sociodemo_predictions``. Weekly (``sociodemo_train_weekly``): ``validate_targets`` → ``update_histories``
+(full) → ``train`` every model (one registry run each) → optionally ``promote`` one, by name: promotion is always
+explicit, never a side effect of training.
+
+Data root layout (besides what :mod:`~pipelines.sociodemo.schema` lists)::
+
+    sociodemo/generated/spec.json           the generator's spec, written by :func:`generate`; its presence
+                                            marks the data as generated, so training reports the exact oracle
+    sociodemo/models/VERSION/MODEL/         one trained model (what ``load_model`` reads)
+    sociodemo/models/VERSION/...            the training report (tables, plots) beside them
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import asdict, fields
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+
+from pipelines import db, registry
+from pipelines.errors import MissingPartitionError, PipelineError, RunRejected
+from pipelines.migrate import ensure_schema
+from pipelines.settings import get_settings, pg_dsn
+from pipelines.sociodemo import schema
+from pipelines.storage import DataRoot
+
+log = logging.getLogger(__name__)
+
+PIPELINE = schema.PIPELINE
+SPEC_REL = "sociodemo/generated/spec.json"
+MODELS_REL = "sociodemo/models"
+TARGETS_PARTITION = "targets"
+#: Items per user set, the same for training and scoring (set models see what they were trained on).
+SET_MAX_ITEMS = 128
+DEFAULT_MODELS = ("topclass", "catboost", "deepsets")
+PREDICTION_COLUMNS = ["user_id", "sex_proba", "age_class", "age_class_proba", "model_name", "model_version",
+                      "as_of", "scored_at"]
+
+
+class NoPromotedModelError(PipelineError):
+    """Scoring needs a promoted model, and promotion is explicit: someone has to promote one first."""
+
+
+def _day(value: str | date) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
+
+
+def _interval(day: date) -> tuple[datetime, datetime]:
+    start = datetime.combine(day, time(), tzinfo=UTC)
+    return start, start + timedelta(days=1)
+
+
+# -- generate -----------------------------------------------------------------------------------------------
+
+def generate(**spec) -> dict:
+    """Write a generated dataset into the (local) data root, and its spec beside it (so the oracle is known)."""
+    from pipelines.sociodemo.generate import SociodemoSpec, write_dataset
+
+    root = DataRoot()
+    if root.is_s3:
+        raise ValueError("generate writes to a local data root; upload the files yourself for S3")
+    values = {k: v for k, v in spec.items() if v is not None}
+    if "start" in values:
+        values["start"] = _day(values["start"])
+    gen_spec = SociodemoSpec(**values)
+    result = write_dataset(gen_spec, root.base)
+    root.put_bytes(json.dumps(asdict(gen_spec), default=str, indent=2).encode(), SPEC_REL)
+    return {**result, "spec": {k: str(v) for k, v in asdict(gen_spec).items()}}
+
+
+def generated_spec(root: DataRoot | None = None):
+    """The generator's spec if the data root holds a generated dataset (``sociodemo/generated/spec.json``)."""
+    from pipelines.sociodemo.generate import SociodemoSpec
+
+    root = root or DataRoot()
+    if not root.exists(SPEC_REL):
+        return None
+    raw = json.loads(root.read_bytes(SPEC_REL))
+    known = {f.name for f in fields(SociodemoSpec)}
+    values = {k: v for k, v in raw.items() if k in known}
+    values["start"] = _day(values["start"])
+    return SociodemoSpec(**values)
+
+
+# -- validation and quarantine --------------------------------------------------------------------------------
+
+def write_quarantine(partition: str, staged_rel: str, root: DataRoot | None = None, dsn: str | None = None) -> int:
+    """Replace the ``quarantine`` rows of one partition (a day, or ``targets``) with the staged ones, atomically."""
+    import duckdb
+
+    from pipelines.sociodemo.duck import sql_path
+
+    root = root or DataRoot()
+    if not root.exists(f"{staged_rel}/quarantine.parquet"):
+        raise MissingPartitionError(f"sociodemo {partition} has not been validated: no quarantine under "
+                                    f"{root.join(staged_rel)}")
+    staged = root.local_dir(staged_rel) / "quarantine.parquet"
+    dsn = dsn or pg_dsn()
+    ensure_schema(dsn)
+    with tempfile.TemporaryDirectory(prefix="sociodemo-quarantine-") as tmp:
+        csv_path = Path(tmp) / "quarantine.csv"
+        con = duckdb.connect()
+        source = "source" if "source" in con.execute(
+            f"DESCRIBE SELECT * FROM read_parquet({sql_path(staged)})").df()["column_name"].tolist() else "NULL"
+        con.execute(f"COPY (SELECT $pipeline AS pipeline, $partition AS partition_key, {source} AS source, reason, "
+                    f"NULL AS detail, record FROM read_parquet({sql_path(staged)})) TO {sql_path(csv_path)} "
+                    "(FORMAT csv, HEADER true)", {"pipeline": PIPELINE, "partition": partition})
+        con.close()
+        with db.transaction(dsn) as cur, open(csv_path) as stream:
+            db.advisory_xact_lock(cur, f"sociodemo.quarantine.{partition}")
+            cur.execute("DELETE FROM quarantine WHERE pipeline = %s AND partition_key = %s", (PIPELINE, partition))
+            n = db.copy_csv(cur, "quarantine", ["pipeline", "partition_key", "source", "reason", "detail", "record"],
+                            stream)
+    log.info("sociodemo %s: %d quarantine rows in Postgres", partition, n)
+    return n
+
+
+def validate(day: str | date, max_bad_share: float | None = None) -> dict:
+    """Validate and stage a day's events; bad rows to the quarantine table (also when the day is rejected)."""
+    from pipelines.sociodemo.validate import validate_day
+
+    day = _day(day)
+    threshold = get_settings().max_bad_share if max_bad_share is None else max_bad_share
+    ensure_schema(pg_dsn())
+    root = DataRoot()
+    rel = schema.staged_rel_dir(day)
+    with registry.track_run(PIPELINE, "ingest", params={"day": day, "max_bad_share": threshold},
+                            interval=_interval(day)) as run:
+        run.artifact_uri = root.join(rel)
+        try:
+            result = validate_day(day, root, threshold)
+        except RunRejected:
+            if root.exists(f"{rel}/quarantine.parquet"):
+                write_quarantine(day.isoformat(), rel, root)
+            raise
+        quarantined = write_quarantine(day.isoformat(), rel, root)
+        run.summary = result.as_dict()
+        run.log_metrics({"rows_read": result.rows_read, "rows_valid": result.rows_valid, "rows_bad": result.rows_bad,
+                         "bad_share": result.bad_share, "users": result.users})
+        run.log_metrics({f"quarantined_{r}": n for r, n in result.reasons.items()}, segment=f"day={day}")
+    return {**result.as_dict(), "quarantined": quarantined, "run_id": str(run.run_id)}
+
+
+def validate_targets(max_bad_share: float | None = None, through: str | date | None = None) -> dict:
+    """Validate and stage the targets; bad rows to the quarantine table under partition ``targets``."""
+    from pipelines.sociodemo.validate import validate_targets as run_validation
+
+    threshold = get_settings().max_bad_share if max_bad_share is None else max_bad_share
+    through = None if through in (None, "") else _day(through)
+    ensure_schema(pg_dsn())
+    root = DataRoot()
+    rel = schema.STAGED_TARGETS_DIR
+    with registry.track_run(PIPELINE, "ingest", params={"targets": True, "max_bad_share": threshold,
+                                                        "through": through}) as run:
+        run.artifact_uri = root.join(rel)
+        try:
+            result = run_validation(root, threshold, through)
+        except RunRejected:
+            if root.exists(f"{rel}/quarantine.parquet"):
+                write_quarantine(TARGETS_PARTITION, rel, root)
+            raise
+        quarantined = write_quarantine(TARGETS_PARTITION, rel, root)
+        run.summary = result.as_dict()
+        run.log_metrics({"rows_read": result.rows_read, "rows_valid": result.rows_valid, "rows_bad": result.rows_bad,
+                         "users_with_events": result.users_with_events})
+        run.log_metrics({f"quarantined_{r}": n for r, n in result.reasons.items()}, segment="targets")
+    return {**result.as_dict(), "quarantined": quarantined, "run_id": str(run.run_id)}
+
+
+def latest_accepted_day(through: str | date | None = None) -> str:
+    """The last day up to ``through`` whose events were accepted: what weekly training can be as of."""
+    from pipelines.sociodemo.validate import accepted_days
+
+    days = accepted_days(DataRoot(), None if through in (None, "") else _day(through))
+    if not days:
+        raise MissingPartitionError(f"no accepted sociodemo day up to {through}: run the daily DAG (or "
+                                    "`sociodemo validate`) first")
+    return days[-1].isoformat()
+
+
+# -- histories ------------------------------------------------------------------------------------------------
+
+def update_histories(day: str | date, mode: str = "incremental") -> dict:
+    """The feature table and the user sets as of ``day``; the feature schema goes to the registry."""
+    from pipelines.sociodemo.history import build_features
+    from pipelines.sociodemo.user_sets import build_user_sets
+
+    day = _day(day)
+    root = DataRoot()
+    with registry.track_run(PIPELINE, "transform", params={"day": day, "mode": mode, "max_items": SET_MAX_ITEMS},
+                            interval=_interval(day)) as run:
+        built = build_features(day, root, mode=mode)
+        sets_uri = build_user_sets(day, root, SET_MAX_ITEMS)
+        run.artifact_uri = built.uri
+        run.summary = {"schema": built.schema(), "build": built.as_dict(), "user_sets": sets_uri}
+        run.log_metrics({"users": built.rows, "columns": len(built.columns), "seconds": built.seconds})
+    return {"day": day.isoformat(), "features": built.uri, "user_sets": sets_uri, "users": built.rows,
+            "config_hash": built.config_hash, "run_id": str(run.run_id)}
+
+
+def _inputs(day: date) -> tuple[str, str]:
+    """The feature table and user sets as of ``day`` (built by :func:`update_histories`), as local paths/URIs."""
+    from pipelines.sociodemo.features import load_config
+
+    root = DataRoot()
+    features_rel = f"{schema.features_rel_dir(day, load_config().config_hash)}/features.parquet"
+    sets_rel = f"{schema.user_sets_rel_dir(day, SET_MAX_ITEMS, None)}/user_sets.parquet"
+    for rel in (features_rel, sets_rel):
+        if not root.exists(rel):
+            raise MissingPartitionError(f"{root.join(rel)} is missing: run update_histories for {day} first")
+    return root.join(features_rel), root.join(sets_rel)
+
+
+# -- training -------------------------------------------------------------------------------------------------
+
+def model_params(flat: dict) -> dict:
+    """The weekly DAG's flat Params (``catboost_iterations``, ``deepsets_time_budget_s``, ...) as per-model
+    constructor arguments (``{"catboost": {"iterations": ...}}``); other keys are ignored."""
+    nested: dict[str, dict] = {}
+    for key, value in flat.items():
+        name, _, arg = key.partition("_")
+        if name in ("catboost", "deepsets", "topclass") and arg and value is not None:
+            nested.setdefault(name, {})[arg] = value
+    return nested
+
+
+def version_id(as_of: date, models: list[str], params: dict) -> str:
+    """``YYYYMMDD-<hash of models and params>``: retraining the same day with the same settings reuses the id."""
+    digest = hashlib.sha1(json.dumps({"models": sorted(models), "params": params}, sort_keys=True,
+                                     default=str).encode()).hexdigest()[:8]
+    return f"{as_of:%Y%m%d}-{digest}"
+
+
+def _oracle_fn(root: DataRoot, as_of: date):
+    """The generator's exact posterior as a predictor, when the data is generated (else None)."""
+    spec = generated_spec(root)
+    if spec is None:
+        return None
+    from pipelines.sociodemo.generate import oracle_probabilities
+    from pipelines.sociodemo.models.base import Predictions
+
+    through = min(as_of, spec.end)
+
+    def oracle(uids):
+        p_male, p_age = oracle_probabilities(spec, uids, through=through)
+        return Predictions(uids=uids, p_male=p_male, p_age=p_age)
+
+    return oracle
+
+
+def _publish_tree(root: DataRoot, local: Path, rel_dir: str) -> str:
+    """Publish a local folder with sub-folders at ``rel_dir`` (locally one swap of the whole tree)."""
+    if not root.is_s3:
+        return root.put_dir(local, rel_dir)
+    for path in sorted(local.rglob("*")):
+        if path.is_file():
+            root.put_file(path, f"{rel_dir}/{path.relative_to(local).as_posix()}")
+    return root.join(rel_dir)
+
+
+def _local_tree(root: DataRoot, rel_dir: str) -> Path:
+    """A local folder holding everything under ``rel_dir``, sub-folders included."""
+    if not root.is_s3:
+        return root.base / rel_dir
+    cache = get_settings().home / "cache" / root.bucket / root._key(rel_dir)
+    s3 = root._s3()
+    prefix = root._key(rel_dir).rstrip("/") + "/"
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=root.bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            dest = cache / obj["Key"][len(prefix):]
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            s3.download_file(root.bucket, obj["Key"], str(dest))
+    return cache
+
+
+def read_targets(root: DataRoot | None = None):
+    """The staged (valid) targets as a DataFrame."""
+    import pandas as pd
+
+    root = root or DataRoot()
+    rel = f"{schema.STAGED_TARGETS_DIR}/targets.parquet"
+    if not root.exists(rel):
+        raise MissingPartitionError(f"no staged targets at {root.join(rel)}: run validate_targets first")
+    return pd.read_parquet(root.local_dir(schema.STAGED_TARGETS_DIR) / "targets.parquet")
+
+
+def train(as_of: str | date, models: list[str] | tuple[str, ...] = DEFAULT_MODELS, params: dict | None = None,
+          seed: int = 42) -> dict:
+    """Train and evaluate ``models`` on the features as of ``as_of``; one registry run per model. No promotion.
+
+    ``params`` maps a model name to its parameters (e.g. ``{"catboost": {"iterations": 300}}``). When the data
+    root holds a generated dataset (``sociodemo/generated/spec.json``), the exact Bayes oracle is evaluated
+    beside the models and recorded in each run at segment ``oracle``.
+    """
+    from pipelines.sociodemo.models.train import train_and_evaluate
+
+    as_of = _day(as_of)
+    models = list(models)
+    params = params or {}
+    root = DataRoot()
+    features, sets = _inputs(as_of)
+    targets = read_targets(root)
+    version = version_id(as_of, models, params)
+    rel_dir = f"{MODELS_REL}/{version}"
+    oracle = _oracle_fn(root, as_of)
+    with contextlib.ExitStack() as stack:
+        runs = {name: stack.enter_context(registry.track_run(
+            PIPELINE, "train", model_name=name, model_version=version, interval=_interval(as_of),
+            params={"as_of": as_of, "models": models, "seed": seed, **params.get(name, {})})) for name in models}
+        with tempfile.TemporaryDirectory(prefix="sociodemo-train-") as tmp:
+            out_dir = Path(tmp) / version
+            out_dir.mkdir()
+            result = train_and_evaluate(_local(features), _local(sets), targets, out_dir, models=tuple(models),
+                                        params=params, oracle_fn=oracle, seed=seed)
+            report_dir = out_dir / "report"
+            reports = []
+            for path in map(Path, result.get("report", [])):
+                if path.is_file() and out_dir not in path.parents:
+                    report_dir.mkdir(exist_ok=True)
+                    shutil.copy(path, report_dir / path.name)
+                    path = report_dir / path.name
+                reports.append(path.relative_to(out_dir).as_posix() if out_dir in path.parents else path.name)
+            folders = {name: Path(info["folder"]).resolve().relative_to(out_dir.resolve()).as_posix()
+                       for name, info in result["models"].items()}
+            (out_dir / "training.json").write_text(json.dumps(
+                {"version": version, "as_of": as_of.isoformat(), "table": result["table"], "folders": folders,
+                 "n_train": result.get("n_train"), "n_test": result.get("n_test"), "params": params},
+                indent=2, default=str))
+            uri = _publish_tree(root, out_dir, rel_dir)
+        table = result["table"]
+        for name, run in runs.items():
+            run.artifact_uri = root.join(rel_dir, folders[name])
+            run.log_metrics(table.get(name, {}))
+            if "oracle" in table:
+                run.log_metrics(table["oracle"], segment="oracle")
+            run.summary = {"version": version, "fit": result["models"][name].get("fit", {}),
+                           "features": features, "user_sets": sets, "n_train": result.get("n_train"),
+                           "n_test": result.get("n_test"), "report": [root.join(rel_dir, r) for r in reports]}
+    return {"version": version, "as_of": as_of.isoformat(), "uri": uri, "table": table,
+            "runs": {name: str(run.run_id) for name, run in runs.items()}}
+
+
+def _local(uri: str) -> str:
+    """A local path for a data-root URI (models read Parquet from local paths or s3:// URIs alike)."""
+    return uri.removeprefix("file://")
+
+
+# -- promotion ------------------------------------------------------------------------------------------------
+
+def promote(model_name: str, run_id: str | None = None, by: str | None = None) -> dict:
+    """Serve ``model_name`` from ``run_id`` (default: its latest successful training run). Always explicit."""
+    ensure_schema(pg_dsn())
+    if not run_id:
+        rows = db.query("SELECT run_id FROM runs WHERE pipeline = %s AND kind = 'train' AND model_name = %s "
+                        "AND status = 'success' ORDER BY finished_at DESC LIMIT 1", (PIPELINE, model_name))
+        if not rows:
+            raise ValueError(f"no successful sociodemo training run of {model_name!r} to promote")
+        run_id = str(rows[0]["run_id"])
+    registry.promote(PIPELINE, model_name, str(run_id), by=by)
+    run = registry.promoted_run(PIPELINE, model_name)
+    log.info("promoted sociodemo %s version %s (run %s)", model_name, run["model_version"], run_id)
+    return {"model_name": model_name, "model_version": run["model_version"], "run_id": str(run_id),
+            "artifact_uri": run["artifact_uri"]}
+
+
+def serving_model(model_name: str | None = None) -> dict:
+    """The promoted run scoring uses: ``model_name``'s, or the most recently promoted model's."""
+    ensure_schema(pg_dsn())
+    rows = db.query(
+        """SELECT r.run_id, r.model_name, r.model_version, r.artifact_uri, p.promoted_at
+           FROM model_promotions p JOIN runs r USING (run_id)
+           WHERE p.pipeline = %s AND p.alias = 'production' AND (%s::text IS NULL OR p.model_name = %s)
+           ORDER BY p.promoted_at DESC LIMIT 1""",
+        (PIPELINE, model_name, model_name))
+    if not rows:
+        which = f"model {model_name!r}" if model_name else "model"
+        raise NoPromotedModelError(
+            f"no promoted sociodemo {which}: train one (DAG sociodemo_train_weekly) and promote it explicitly, "
+            "with the weekly DAG's `promote` Param, `python -m pipelines registry promote --pipeline sociodemo "
+            "--model-name <model> --run-id <training run>` or pipelines.sociodemo.jobs.promote(<model>)")
+    return rows[0]
+
+
+# -- scoring --------------------------------------------------------------------------------------------------
+
+def _model_folder(root: DataRoot, artifact_uri: str) -> Path:
+    prefix = root.uri + "/"
+    if not artifact_uri.startswith(prefix):
+        raise ValueError(f"model {artifact_uri} is not under the data root {root.uri}")
+    return _local_tree(root, artifact_uri[len(prefix):])
+
+
+def _prediction_rows(preds, model: dict, as_of: date, scored_at: datetime) -> list[list]:
+    import numpy as np
+
+    p_male, p_age = np.asarray(preds.p_male, dtype=np.float64), np.asarray(preds.p_age, dtype=np.float64)
+    if not (np.isfinite(p_male).all() and np.isfinite(p_age).all()):
+        raise ValueError("the model returned non-finite probabilities")
+    if (p_male < 0).any() or (p_male > 1).any() or not np.allclose(p_age.sum(axis=1), 1.0, atol=1e-6):
+        raise ValueError("the model returned probabilities outside [0, 1] or age rows not summing to 1")
+    classes = p_age.argmax(axis=1)
+    stamp = scored_at.isoformat()
+    return [[str(int(uid)), repr(float(pm)), int(cls), "{" + ",".join(repr(float(v)) for v in row) + "}",
+             model["model_name"], model["model_version"], as_of.isoformat(), stamp]
+            for uid, pm, cls, row in zip(preds.uids, p_male, classes, p_age, strict=True)]
+
+
+def _upsert(rows: list[list], model: dict, as_of: date, scored_at: datetime, run_id: str, dsn: str) -> int:
+    """Every row in one transaction: COPY into a temp table, then one INSERT ... ON CONFLICT."""
+    with tempfile.TemporaryDirectory(prefix="sociodemo-score-") as tmp:
+        path = Path(tmp) / "scores.csv"
+        with open(path, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(PREDICTION_COLUMNS)
+            writer.writerows(rows)
+        with db.transaction(dsn) as cur, open(path) as stream:
+            db.advisory_xact_lock(cur, "sociodemo.predictions")
+            cur.execute("CREATE TEMP TABLE sociodemo_scores_stage (LIKE sociodemo_predictions) ON COMMIT DROP")
+            n = db.copy_csv(cur, "sociodemo_scores_stage", PREDICTION_COLUMNS, stream)
+            cur.execute(
+                """INSERT INTO sociodemo_predictions AS p
+                   SELECT * FROM sociodemo_scores_stage
+                   ON CONFLICT (user_id) DO UPDATE SET
+                       sex_proba = EXCLUDED.sex_proba, age_class = EXCLUDED.age_class,
+                       age_class_proba = EXCLUDED.age_class_proba, model_name = EXCLUDED.model_name,
+                       model_version = EXCLUDED.model_version, as_of = EXCLUDED.as_of,
+                       scored_at = EXCLUDED.scored_at""")
+            cur.execute(
+                """INSERT INTO sociodemo_scoring_runs (as_of, model_name, model_version, users, run_id, status,
+                                                      scored_at)
+                   VALUES (%s, %s, %s, %s, %s, 'success', %s)
+                   ON CONFLICT (as_of) DO UPDATE SET model_name = EXCLUDED.model_name,
+                       model_version = EXCLUDED.model_version, users = EXCLUDED.users, run_id = EXCLUDED.run_id,
+                       status = EXCLUDED.status, scored_at = EXCLUDED.scored_at""",
+                (as_of, model["model_name"], model["model_version"], n, run_id, scored_at))
+    return n
+
+
+def score(day: str | date, model_name: str | None = None) -> dict:
+    """Score every user of the features as of ``day`` with the promoted model; upsert them in one transaction.
+
+    ``scored_at`` is the end of the day's interval, not the wall clock, so rerunning a day writes the same rows.
+    """
+    from pipelines.sociodemo.models.base import load_dataset, load_model
+
+    day = _day(day)
+    dsn = pg_dsn()
+    model = serving_model(model_name)
+    root = DataRoot()
+    features, sets = _inputs(day)
+    interval = _interval(day)
+    with registry.track_run(PIPELINE, "score", model_name=model["model_name"], model_version=model["model_version"],
+                            params={"day": day, "promoted_run": model["run_id"]}, interval=interval) as run:
+        predictor = load_model(_model_folder(root, model["artifact_uri"]))
+        dataset = load_dataset(_local(features), _local(sets))
+        preds = predictor.predict(dataset)
+        rows = _prediction_rows(preds, model, day, interval[1])
+        n = _upsert(rows, model, day, interval[1], str(run.run_id), dsn)
+        run.artifact_uri = features
+        share = {f"age_class_{k}_share": sum(1 for r in rows if r[2] == k) / max(n, 1) for k in range(4)}
+        run.log_metrics({"users": n, "mean_sex_proba": sum(float(r[1]) for r in rows) / max(n, 1), **share})
+        run.summary = {"users": n, "model_run": str(model["run_id"]), "scored_at": interval[1].isoformat()}
+    return {"day": day.isoformat(), "users": n, "model_name": model["model_name"],
+            "model_version": model["model_version"], "run_id": str(run.run_id)}
+
+
+# -- everything, without Airflow ------------------------------------------------------------------------------
+
+def run_day(day: str | date, max_bad_share: float | None = None, model_name: str | None = None) -> dict:
+    """What one daily DAG run does, in one process: validate → update_histories → score."""
+    validated = validate(day, max_bad_share)
+    histories = update_histories(day)
+    return {"validate": validated, "update_histories": histories, "score": score(day, model_name)}
