@@ -37,7 +37,7 @@ DEFAULT_ARGS = {
 @dag(
     dag_id="recs_daily",
     schedule=CronDataIntervalTimetable("0 2 * * *", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    start_date=pendulum.datetime(2000, 1, 1, tz="UTC"),  # early, so historical days can be backfilled
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,

@@ -29,7 +29,7 @@ DEFAULT_ARGS = {
 @dag(
     dag_id="sociodemo_train_weekly",
     schedule=CronDataIntervalTimetable("0 3 * * 1", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 1, 5, tz="UTC"),
+    start_date=pendulum.datetime(2000, 1, 3, tz="UTC"),  # early, so historical weeks can be backfilled
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
@@ -42,7 +42,7 @@ DEFAULT_ARGS = {
         "catboost_iterations": Param(1000, type="integer", minimum=1, maximum=20000),
         "catboost_depth": Param(6, type="integer", minimum=1, maximum=16),
         "catboost_learning_rate": Param(0.05, type="number", exclusiveMinimum=0, maximum=1),
-        "deepsets_max_epochs": Param(10, type="integer", minimum=1, maximum=1000),
+        "deepsets_max_epochs": Param(30, type="integer", minimum=1, maximum=1000),
         "deepsets_time_budget_s": Param(600.0, type="number", exclusiveMinimum=0,
                                         description="Wall-clock budget of DeepSets training, seconds."),
         "promote": Param("", type="string", enum=["", "topclass", "catboost", "deepsets"],

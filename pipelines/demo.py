@@ -83,10 +83,15 @@ def run_dag_days(dag_id: str, days: list[date], log_path: Path, at: dtime = dtim
         with _quiet(log_path):
             run = dag.test(logical_date=logical, run_conf=conf)
         states.append(str(run.state))
-        if str(run.state) != "success":
+        if str(run.state) != "success" or not _tasks_ran(run):
             bar.close()
-            raise RuntimeError(f"{dag_id} failed for {day}; see {log_path}")
+            raise RuntimeError(f"{dag_id} failed for {day} (or ran no task); see {log_path}")
     return states
+
+
+def _tasks_ran(run) -> bool:
+    """A run can be 'success' with no task run at all (a logical date before the DAG's start_date): catch it."""
+    return any(str(ti.state) == "success" for ti in run.get_task_instances())
 
 
 def _table(rows: list[dict], columns: list[str] | None = None) -> str:
@@ -188,8 +193,8 @@ def _sociodemo(log_path: Path, n_users: int) -> None:
     with _quiet(log_path):
         run = weekly.test(logical_date=datetime.combine(days[-1], dtime(3), tzinfo=UTC),
                           run_conf={"promote": "catboost", "deepsets_time_budget_s": 60.0})
-    if str(run.state) != "success":
-        raise RuntimeError(f"sociodemo_train_weekly failed; see {log_path}")
+    if str(run.state) != "success" or not _tasks_ran(run):
+        raise RuntimeError(f"sociodemo_train_weekly failed (or ran no task); see {log_path}")
     run_dag_days("sociodemo_daily", days[-1:], log_path, at=dtime(1))
     _say("\n== sociodemo wrote ==")
     rows = db.query("""SELECT r.model_name AS model,

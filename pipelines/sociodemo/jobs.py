@@ -17,7 +17,6 @@ Data root layout (besides what :mod:`~pipelines.sociodemo.schema` lists)::
 from __future__ import annotations
 
 import contextlib
-import csv
 import hashlib
 import json
 import logging
@@ -400,29 +399,60 @@ def _model_folder(root: DataRoot, artifact_uri: str) -> Path:
     return _local_tree(root, artifact_uri[len(prefix):])
 
 
-def _prediction_rows(preds, model: dict, as_of: date, scored_at: datetime) -> list[list]:
+def _prediction_rows(preds, model: dict, as_of: date, scored_at: datetime):
+    """The rows to upsert, as a DataFrame of :data:`PREDICTION_COLUMNS` (built column-wise, not per user).
+
+    ``sex_proba`` stays float64 and ``age_class`` int64 (for the run's metrics); ``age_class_proba`` is the
+    Postgres array literal ``{a,b,c,d}`` of each probability's shortest round-trip text; the rest are constants.
+    """
     import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
     p_male, p_age = np.asarray(preds.p_male, dtype=np.float64), np.asarray(preds.p_age, dtype=np.float64)
     if not (np.isfinite(p_male).all() and np.isfinite(p_age).all()):
         raise ValueError("the model returned non-finite probabilities")
     if (p_male < 0).any() or (p_male > 1).any() or not np.allclose(p_age.sum(axis=1), 1.0, atol=1e-6):
         raise ValueError("the model returned probabilities outside [0, 1] or age rows not summing to 1")
-    classes = p_age.argmax(axis=1)
-    stamp = scored_at.isoformat()
-    return [[str(int(uid)), repr(float(pm)), int(cls), "{" + ",".join(repr(float(v)) for v in row) + "}",
-             model["model_name"], model["model_version"], as_of.isoformat(), stamp]
-            for uid, pm, cls, row in zip(preds.uids, p_male, classes, p_age, strict=True)]
+    uids = np.asarray(preds.uids)
+    if len(uids) != len(p_male) or len(p_age) != len(p_male):
+        raise ValueError(f"predictions are misaligned: {len(uids)} uids, {len(p_male)} sex and {len(p_age)} age "
+                         "probability rows")
+    n = len(p_male)
+    # Arrow formats floats in their shortest round-trip form (``0.25``, ``0.000001``) in C++: ~10x faster than
+    # repr per value at 1M users, and the same doubles once Postgres parses them.
+    texts = [pc.cast(pa.array(p_age[:, k]), pa.string()) for k in range(p_age.shape[1])]
+    literal = pc.binary_join_element_wise("{", pc.binary_join_element_wise(*texts, ","), "}", "")
+
+    def constant(value: str) -> pd.arrays.ArrowExtensionArray:
+        return pd.arrays.ArrowExtensionArray(pa.repeat(pa.scalar(value, pa.string()), n))
+
+    return pd.DataFrame({
+        "user_id": uids.astype(np.int64),
+        "sex_proba": p_male,
+        "age_class": p_age.argmax(axis=1).astype(np.int64) if n else np.zeros(0, dtype=np.int64),
+        "age_class_proba": pd.arrays.ArrowExtensionArray(literal),
+        "model_name": constant(model["model_name"]),
+        "model_version": constant(model["model_version"]),
+        "as_of": constant(as_of.isoformat()),
+        "scored_at": constant(scored_at.isoformat()),
+    }, columns=PREDICTION_COLUMNS)
 
 
-def _upsert(rows: list[list], model: dict, as_of: date, scored_at: datetime, run_id: str, dsn: str) -> int:
+def _write_csv(rows, path: Path) -> None:
+    """``rows`` (from :func:`_prediction_rows`) as the CSV the COPY reads: a header, strings quoted."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    pacsv.write_csv(pa.Table.from_pandas(rows, preserve_index=False), path)
+
+
+def _upsert(rows, model: dict, as_of: date, scored_at: datetime, run_id: str, dsn: str) -> int:
     """Every row in one transaction: COPY into a temp table, then one INSERT ... ON CONFLICT."""
     with tempfile.TemporaryDirectory(prefix="sociodemo-score-") as tmp:
         path = Path(tmp) / "scores.csv"
-        with open(path, "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(PREDICTION_COLUMNS)
-            writer.writerows(rows)
+        _write_csv(rows, path)
         with db.transaction(dsn) as cur, open(path) as stream:
             db.advisory_xact_lock(cur, "sociodemo.predictions")
             cur.execute("CREATE TEMP TABLE sociodemo_scores_stage (LIKE sociodemo_predictions) ON COMMIT DROP")
@@ -467,8 +497,9 @@ def score(day: str | date, model_name: str | None = None) -> dict:
         rows = _prediction_rows(preds, model, day, interval[1])
         n = _upsert(rows, model, day, interval[1], str(run.run_id), dsn)
         run.artifact_uri = features
-        share = {f"age_class_{k}_share": sum(1 for r in rows if r[2] == k) / max(n, 1) for k in range(4)}
-        run.log_metrics({"users": n, "mean_sex_proba": sum(float(r[1]) for r in rows) / max(n, 1), **share})
+        counts = rows["age_class"].value_counts()
+        share = {f"age_class_{k}_share": int(counts.get(k, 0)) / max(n, 1) for k in range(4)}
+        run.log_metrics({"users": n, "mean_sex_proba": float(rows["sex_proba"].sum()) / max(n, 1), **share})
         run.summary = {"users": n, "model_run": str(model["run_id"]), "scored_at": interval[1].isoformat()}
     return {"day": day.isoformat(), "users": n, "model_name": model["model_name"],
             "model_version": model["model_version"], "run_id": str(run.run_id)}
