@@ -476,12 +476,16 @@ def _upsert(rows, model: dict, as_of: date, scored_at: datetime, run_id: str, ds
     return n
 
 
-def score(day: str | date, model_name: str | None = None) -> dict:
+def score(day: str | date, model_name: str | None = None, chunk_users: int = 200_000) -> dict:
     """Score every user of the features as of ``day`` with the promoted model; upsert them in one transaction.
 
-    ``scored_at`` is the end of the day's interval, not the wall clock, so rerunning a day writes the same rows.
+    Users are read and predicted ``chunk_users`` at a time, so memory does not grow with the user count (only
+    the predictions, five numbers a user, are gathered). ``scored_at`` is the end of the day's interval, not the
+    wall clock, so rerunning a day writes the same rows.
     """
-    from pipelines.sociodemo.models.base import load_dataset, load_model
+    import numpy as np
+
+    from pipelines.sociodemo.models.base import Predictions, iter_datasets, load_model
 
     day = _day(day)
     dsn = pg_dsn()
@@ -492,8 +496,10 @@ def score(day: str | date, model_name: str | None = None) -> dict:
     with registry.track_run(PIPELINE, "score", model_name=model["model_name"], model_version=model["model_version"],
                             params={"day": day, "promoted_run": model["run_id"]}, interval=interval) as run:
         predictor = load_model(_model_folder(root, model["artifact_uri"]))
-        dataset = load_dataset(_local(features), _local(sets))
-        preds = predictor.predict(dataset)
+        parts = [predictor.predict(chunk) for chunk in iter_datasets(_local(features), _local(sets), chunk_users)]
+        preds = Predictions(uids=np.concatenate([p.uids for p in parts]) if parts else np.array([], dtype=np.int64),
+                            p_male=np.concatenate([p.p_male for p in parts]) if parts else np.zeros(0),
+                            p_age=np.concatenate([p.p_age for p in parts]) if parts else np.zeros((0, 4)))
         rows = _prediction_rows(preds, model, day, interval[1])
         n = _upsert(rows, model, day, interval[1], str(run.run_id), dsn)
         run.artifact_uri = features

@@ -86,6 +86,8 @@ def test_score_needs_an_explicit_promotion_then_upserts_every_user_identically(s
 
     jobs.score(LAST)  # a rerun of the day: the same rows, exactly
     assert _predictions() == rows
+    jobs.score(LAST, chunk_users=97)  # scored in many small chunks: still the same rows
+    assert _predictions() == rows
     book = db.query("SELECT * FROM sociodemo_scoring_runs")
     assert len(book) == 1 and book[0]["users"] == len(rows) and book[0]["model_name"] == "catboost"
 

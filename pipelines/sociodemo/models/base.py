@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 N_AGE_CLASSES = 4
 #: List columns of the user sets (see :mod:`pipelines.sociodemo.user_sets`).
@@ -165,6 +167,25 @@ def _align(frame: pd.DataFrame, uids: np.ndarray, fill_lists: bool) -> pd.DataFr
                 out.loc[missing, column] = pd.Series([[] for _ in range(int(missing.sum()))],
                                                      index=out.index[missing])
     return out.reset_index(drop=True)
+
+
+def iter_datasets(features_path: str | Path, sets_path: str | Path | None = None,
+                  chunk_users: int = 200_000) -> Iterator[Dataset]:
+    """Every user of a local feature table, ``chunk_users`` at a time, with their sets (scoring's bounded-memory
+    path: at most one chunk of features and sets is in memory, whatever the number of users)."""
+    import pyarrow.dataset as pads
+    import pyarrow.parquet as pq
+
+    sets_data = None if sets_path is None else pads.dataset(str(sets_path), format="parquet")
+    for batch in pq.ParquetFile(str(features_path)).iter_batches(batch_size=chunk_users):
+        features = batch.to_pandas()
+        uids = features["viewer_uid"].to_numpy()
+        sets = None
+        if sets_data is not None:
+            field = pads.field("viewer_uid")
+            sets = sets_data.to_table(filter=field.isin(pa.array(uids))).to_pandas()
+            sets = _align(sets, uids, fill_lists=True)
+        yield Dataset(uids=uids, features=_align(features, uids, fill_lists=False), sets=sets)
 
 
 def load_dataset(features_uri_or_path: str | Path | None, sets_path: str | Path | None = None,
