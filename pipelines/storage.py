@@ -84,15 +84,16 @@ class DataRoot:
         finally:
             os.unlink(tmp.name)
 
-    def put_dir(self, local: Path, rel_dir: str) -> str:
+    def put_dir(self, local: Path, rel_dir: str, last: str | None = None) -> str:
         """Publish a finished local folder (flat) at ``rel_dir``, replacing what was there.
 
         Locally the folder is moved next to its destination and swapped in by renames (no copy of large
-        model files, no half folder visible); on S3 each file is one PUT and stale files are removed after.
+        model files, no half folder visible); on S3 each file is one PUT (``last``, e.g. a summary readers
+        start from, goes up after the others) and stale files are removed after.
         """
         if self.is_s3:
             names = {p.name for p in local.iterdir() if p.is_file()}
-            for path in sorted(local.iterdir()):
+            for path in sorted(local.iterdir(), key=lambda p: (p.name == last, p.name)):
                 if path.is_file():
                     self.put_file(path, f"{rel_dir}/{path.name}")
             for rel in self.list(rel_dir):

@@ -320,23 +320,6 @@ _COPIES = {
 }
 
 
-def _publish(root: DataRoot, rel: str, build: Path) -> str:
-    """Make the built set the day's staged set. Locally by renaming the folder, so a reader sees the old set
-    or the new one; on S3 file by file with summary.json last (readers start from it)."""
-    if root.is_s3:
-        for name in sorted(p.name for p in build.iterdir() if p.name != "summary.json"):
-            root.put_file(build / name, f"{rel}/{name}")
-        root.put_file(build / "summary.json", f"{rel}/summary.json")
-        return root.join(rel)
-    dest = root.base / rel
-    old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-    if dest.exists():
-        os.replace(dest, old)
-    os.replace(build, dest)
-    shutil.rmtree(old, ignore_errors=True)
-    return root.join(rel)
-
-
 def _build(local: Path, workdir: Path, build: Path, result: SnapshotValidation, max_bad_share: float) -> str | None:
     """Validate in DuckDB and write the staged files into ``build``; returns why the day is rejected, if it is."""
     con = _duckdb(workdir)
@@ -388,7 +371,7 @@ def validate_snapshot(day: date, root: DataRoot | None = None, max_bad_share: fl
         build.mkdir(parents=True)
         try:
             reason = _build(local, Path(tmp), build, result, max_bad_share)
-            _publish(root, rel, build)
+            root.put_dir(build, rel, last="summary.json")  # readers start from summary.json
         finally:
             shutil.rmtree(build, ignore_errors=True)
     log.info("validated recs %s in %.1fs: %s", day, time.perf_counter() - started, result.as_dict())
