@@ -31,9 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,12 +42,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from _steps import run_child, run_step  # noqa: E402
+
 START = date(2024, 6, 1)
 MODELS = ("topclass", "catboost", "deepsets")
-
-
-def _rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def _inputs(root: Path, as_of: date) -> tuple[Path, Path]:
@@ -155,27 +151,11 @@ STEPS = {"generate": step_generate, "validate": step_validate, "build": step_bui
 
 # ----------------------------------------------------------------------------------------------- parent
 def _child(step: str, root: Path, job: dict, work: Path, env: dict, label: str | None = None) -> dict:
-    label = label or step
-    job_file, result = work / f"{label}.job.json", work / f"{label}.result.json"
-    job_file.write_text(json.dumps(job))
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--_step", step, "--_root", str(root),
-           "--_job", str(job_file), "--_result", str(result)]
-    proc = subprocess.run(cmd, env=env, cwd=REPO, check=False)
-    if proc.returncode != 0:
-        raise SystemExit(f"step {label} failed with exit status {proc.returncode}")
-    out = json.loads(result.read_text())
-    print(f"  {label}: {out['seconds']:.1f} s, peak RSS {out['peak_rss_mib']:,.0f} MiB", flush=True)
-    return out
+    return run_child(__file__, step, root, job, work, env, label)
 
 
 def _run_step(args: argparse.Namespace) -> int:
-    job = json.loads(args._job.read_text())
-    t = time.perf_counter()
-    out = STEPS[args._step](args._root, job)
-    out["seconds"] = time.perf_counter() - t
-    out["peak_rss_mib"] = _rss_mib()
-    args._result.write_text(json.dumps(out, default=str))
-    return 0
+    return run_step(STEPS, args)
 
 
 def _report(r: dict) -> str:
