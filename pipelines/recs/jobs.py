@@ -26,13 +26,14 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict
-from datetime import UTC, date, datetime, timedelta
-from datetime import time as dtime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
 
 from pipelines import registry
+from pipelines.days import as_day as _day
+from pipelines.days import day_interval as _interval
 from pipelines.errors import RunRejected
 from pipelines.migrate import ensure_schema
 from pipelines.recs import schema
@@ -44,15 +45,6 @@ log = logging.getLogger(__name__)
 MODEL_NAME = "user_user_cf"
 #: Airflow refuses to expand more than ``max_map_length`` (1024) tasks; stay far below it.
 MAX_SHARDS = 256
-
-
-def _day(value: str | date) -> date:
-    return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
-
-
-def _interval(day: date) -> tuple[datetime, datetime]:
-    start = datetime.combine(day, dtime(), tzinfo=UTC)
-    return start, start + timedelta(days=1)
 
 
 def version_id(day: date, params: dict) -> str:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, timedelta
 
 from pipelines import db, registry
+from pipelines.days import as_day as _day
+from pipelines.days import day_interval as _interval
 from pipelines.errors import RunRejected
 from pipelines.migrate import ensure_schema
 from pipelines.retention import analytics, ingest, schema
@@ -15,15 +17,6 @@ from pipelines.settings import get_settings, pg_dsn
 from pipelines.storage import DataRoot
 
 log = logging.getLogger(__name__)
-
-
-def _day(value: str | date) -> date:
-    return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
-
-
-def _interval(day: date) -> tuple[datetime, datetime]:
-    start = datetime.combine(day, time(), tzinfo=UTC)
-    return start, start + timedelta(days=1)
 
 
 def generate(spec: RetentionDataSpec | None = None, **overrides) -> dict:

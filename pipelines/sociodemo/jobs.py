@@ -23,10 +23,12 @@ import logging
 import shutil
 import tempfile
 from dataclasses import asdict, fields
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime
 from pathlib import Path
 
 from pipelines import db, registry
+from pipelines.days import as_day as _day
+from pipelines.days import day_interval as _interval
 from pipelines.errors import MissingPartitionError, PipelineError, RunRejected
 from pipelines.migrate import ensure_schema
 from pipelines.settings import get_settings, pg_dsn
@@ -48,15 +50,6 @@ PREDICTION_COLUMNS = ["user_id", "sex_proba", "age_class", "age_class_proba", "m
 
 class NoPromotedModelError(PipelineError):
     """Scoring needs a promoted model, and promotion is explicit: someone has to promote one first."""
-
-
-def _day(value: str | date) -> date:
-    return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
-
-
-def _interval(day: date) -> tuple[datetime, datetime]:
-    start = datetime.combine(day, time(), tzinfo=UTC)
-    return start, start + timedelta(days=1)
 
 
 # -- generate -----------------------------------------------------------------------------------------------
