@@ -190,7 +190,7 @@ def _stage_loop(days: list[date], stages: dict, per_day: dict) -> None:
         t0 = time.perf_counter()
         validated = jobs.validate(day)
         t1 = time.perf_counter()
-        loaded = jobs.load(day, validated["run_id"])
+        loaded = jobs.load(day)
         t2 = time.perf_counter()
         affected = loaded["affected_install_dates"]
         jobs.cohorts(day, affected)
@@ -207,6 +207,7 @@ def child_pipeline(job: dict) -> dict:
     import psycopg2
 
     from pipelines import db
+    from pipelines import ingest as contract
     from pipelines.migrate import ensure_schema
     from pipelines.retention import analytics, ingest
     from pipelines.settings import get_settings, pg_dsn
@@ -226,8 +227,7 @@ def child_pipeline(job: dict) -> dict:
     _timed(ingest, "_parquet_as_csv", sub, "load.events_parquet_to_csv",
            when=lambda a: a[0].name == "events.parquet")
     _timed(db, "copy_csv", sub, "load.copy_piwik_track", when=lambda a: a[1] == "piwik_track")
-    _timed(db, "copy_csv", sub, "load.copy_quarantine", when=lambda a: a[1] == "quarantine")
-    _timed(ingest, "write_quarantine", sub, "load.write_quarantine")
+    _timed(contract, "replace_quarantine", sub, "validate.quarantine_to_pg")
 
     stages: dict = {}
     per_day: dict = {}

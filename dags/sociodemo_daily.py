@@ -6,14 +6,16 @@ rows to the `quarantine` table with reasons), brings the user histories (feature
 day, and scores every user with the **currently promoted** model into `sociodemo_predictions` (`user_id,
 sex_proba, age_class, age_class_proba[], model_version, scored_at`), all rows in one transaction.
 
-**Which day a run processes**: `CronDataIntervalTimetable` at 01:00 UTC, so the run with logical date D covers
-[D 01:00, D+1 01:00) and processes day D (`data_interval_start.date()`).
+**Which day a run processes**: the `day` Param when given; otherwise the data interval's:
+`CronDataIntervalTimetable` at 01:00 UTC, so the run with logical date D covers [D 01:00, D+1 01:00) and
+processes day D. `begin`'s log names the day.
 
 **Rerun / backfill**: `scored_at` is the end of the processed day, not the wall clock, so rerunning a day
-writes identical rows. Histories are cumulative, so runs are serialised (`max_active_runs=1`); backfill in
-day order.
+writes identical rows; an older day never overwrites a newer day's prediction of a user. Histories are
+cumulative, so runs are serialised (`max_active_runs=1`); backfill in day order. Scoring refuses a model
+trained on another feature definition (config hash) than today's histories.
 
-**Failures**: a missing drop fails `validate` with retries; more bad rows than `max_bad_share` fails at once.
+**Failures**: a late drop is waited for (`wait_for_events`, reschedule mode, up to 6 hours); more bad rows than `max_bad_share` fails at once.
 Until a model has been promoted (weekly DAG's `promote` Param, or `python -m pipelines sociodemo promote`),
 `score` is **skipped** with the reason in its log while histories keep advancing: promotion is never implicit.
 """
@@ -21,14 +23,9 @@ Until a model has been promoted (weekly DAG's `promote` Param, or `python -m pip
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
+from airflow.sdk import CronDataIntervalTimetable, Param, PokeReturnValue, dag, task
 
-DEFAULT_ARGS = {
-    "owner": "sociodemo",
-    "retries": 2,
-    "retry_delay": pendulum.duration(minutes=10),
-    "retry_exponential_backoff": True,
-}
+from pipelines.dagkit import SENSOR, day_param, default_args, share_param
 
 
 @dag(
@@ -37,28 +34,43 @@ DEFAULT_ARGS = {
     start_date=pendulum.datetime(2000, 1, 1, tz="UTC"),  # early, so historical days can be backfilled
     catchup=False,
     max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    dagrun_timeout=pendulum.duration(hours=6),
+    default_args=default_args("sociodemo", retries=2, retry_minutes=10, timeout_minutes=90),
     tags=["sociodemo", "scoring"],
     doc_md=__doc__,
     params={
-        "max_bad_share": Param(0.05, type="number", minimum=0, maximum=1,
-                               description="Fail the day when more than this share of rows is bad."),
-        "model_name": Param("", type="string",
+        "day": day_param(),
+        "max_bad_share": share_param(),
+        "model_name": Param("", enum=["", "topclass", "catboost", "deepsets"],
                             description="Score with this promoted model ('' = the most recently promoted one)."),
     },
 )
 def sociodemo_daily():
     @task
-    def validate(data_interval_start=None, params=None) -> dict:
-        """Read the day's drop, quarantine bad rows, stage clean events."""
+    def begin(params=None, dag_run=None, data_interval_end=None) -> str:
+        """Check the run's conf and say which day it processes."""
+        from pipelines.orchestration import begin
+
+        return begin(params, dag_run, data_interval_end, interval_hour=1)
+
+    @task.sensor(**SENSOR)
+    def wait_for_events(day: str) -> PokeReturnValue:
+        """Wait (rescheduled, no slot held) until the day's event drop has a file."""
+        from pipelines.sociodemo import jobs
+
+        return PokeReturnValue(is_done=jobs.events_ready(day), xcom_value=day)
+
+    @task(pool="duckdb")
+    def validate(day: str, params=None) -> dict:
+        """Read the day's drop, quarantine bad rows, stage clean events (the ingest contract)."""
         from pipelines.orchestration import fail_without_retry_on_rejection
         from pipelines.sociodemo import jobs
 
-        return fail_without_retry_on_rejection(jobs.validate)(data_interval_start.date(), params["max_bad_share"])
+        return fail_without_retry_on_rejection(jobs.validate)(day, params["max_bad_share"])
 
-    @task
+    @task(pool="duckdb")
     def update_histories(validated: dict) -> dict:
-        """Fold the day into the per-user feature state; rebuild the user sets."""
+        """Fold the day into the per-user feature state; rebuild the user sets; prune old state."""
         from pipelines.sociodemo import jobs
 
         return jobs.update_histories(validated["day"], mode="incremental")
@@ -75,7 +87,7 @@ def sociodemo_daily():
         except jobs.NoPromotedModelError as exc:  # before the first promotion: histories still advance
             raise AirflowSkipException(str(exc)) from exc
 
-    score(update_histories(validate()))
+    score(update_histories(validate(wait_for_events(begin()))))
 
 
 sociodemo_daily()

@@ -7,7 +7,11 @@ on generated data, the exact Bayes oracle beside them), and records one registry
 params, the model folder under `sociodemo/models/<version>/` and the report).
 
 **Which day**: the run with logical date D covers [D 03:00, D+7 03:00); it trains as of the last accepted day
-up to D+6 (or the `as_of` Param). The training version is `YYYYMMDD-<hash of models and Params>`.
+up to D+6, or up to the `day` Param when given. `begin`'s log names the day. The training version is `YYYYMMDD-<hash of models and Params>`.
+
+**Reproducible**: the same data and Params give the same metrics: DeepSets trains for a number of epochs (early
+stopping on a validation loss), with one thread and fixed seeds; its wall-clock cap is a safety net only, and
+its run records whether it bit.
 
 **Promotion is explicit**: nothing is served until a model is promoted. Set the `promote` Param to a model name
 to promote that model of this run after training, or promote later with `python -m pipelines registry promote
@@ -19,11 +23,9 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
-DEFAULT_ARGS = {
-    "owner": "sociodemo",
-    "retries": 1,
-    "retry_delay": pendulum.duration(minutes=30),
-}
+from pipelines.dagkit import day_param, default_args, share_param
+
+MODELS = ["topclass", "catboost", "deepsets"]
 
 
 @dag(
@@ -32,46 +34,54 @@ DEFAULT_ARGS = {
     start_date=pendulum.datetime(2000, 1, 3, tz="UTC"),  # early, so historical weeks can be backfilled
     catchup=False,
     max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    dagrun_timeout=pendulum.duration(hours=12),
+    default_args=default_args("sociodemo", retries=1, retry_minutes=30, timeout_minutes=240),
     tags=["sociodemo", "training"],
     doc_md=__doc__,
     params={
-        "models": Param(["topclass", "catboost", "deepsets"], type="array",
-                        items={"type": "string", "enum": ["topclass", "catboost", "deepsets"]},
+        "day": day_param(),
+        "models": Param(MODELS, type="array", items={"type": "string", "enum": MODELS},
                         description="Models to train and compare."),
         "catboost_iterations": Param(1000, type="integer", minimum=1, maximum=20000),
         "catboost_depth": Param(6, type="integer", minimum=1, maximum=16),
         "catboost_learning_rate": Param(0.05, type="number", exclusiveMinimum=0, maximum=1),
-        "deepsets_max_epochs": Param(30, type="integer", minimum=1, maximum=1000),
-        "deepsets_time_budget_s": Param(600.0, type="number", exclusiveMinimum=0,
-                                        description="Wall-clock budget of DeepSets training, seconds."),
-        "promote": Param("", type="string", enum=["", "topclass", "catboost", "deepsets"],
+        "deepsets_max_epochs": Param(30, type="integer", minimum=1, maximum=1000,
+                                     description="DeepSets training budget, in epochs (early stopping on the "
+                                                 "validation loss may end it sooner)."),
+        "deepsets_time_budget_s": Param(3600.0, type="number", exclusiveMinimum=0,
+                                        description="Safety cap on DeepSets training time, seconds; when it "
+                                                    "bites, the run says so (the result then depends on speed)."),
+        "promote": Param("", type="string", enum=["", *MODELS],
                          description="'' = promote nothing; else promote this model of this run after training."),
-        "as_of": Param("", type="string", description="Train as of this day (YYYY-MM-DD); '' = the interval's."),
-        "max_bad_share": Param(0.05, type="number", minimum=0, maximum=1,
-                               description="Fail when more than this share of target rows is bad."),
+        "max_bad_share": share_param(what="target rows"),
     },
 )
 def sociodemo_train_weekly():
     @task
-    def validate_targets(data_interval_end=None, params=None) -> dict:
-        """Stage the valid targets; quarantine the rest. Resolves the training day."""
+    def begin(params=None, dag_run=None, data_interval_end=None) -> str:
+        """Check the run's conf and say as of which day it trains."""
+        from pipelines.orchestration import begin
+
+        return begin(params, dag_run, data_interval_end, interval_hour=3)
+
+    @task(pool="duckdb")
+    def validate_targets(through: str, params=None) -> dict:
+        """Stage the valid targets; quarantine the rest. Resolves the training day (last accepted day)."""
         from pipelines.orchestration import fail_without_retry_on_rejection
         from pipelines.sociodemo import jobs
 
-        through = params["as_of"] or (data_interval_end - pendulum.duration(days=1)).date().isoformat()
         as_of = jobs.latest_accepted_day(through)
         result = fail_without_retry_on_rejection(jobs.validate_targets)(params["max_bad_share"], as_of)
         return {"as_of": as_of, "rows_valid": result["rows_valid"], "run_id": result["run_id"]}
 
-    @task
+    @task(pool="duckdb")
     def update_histories(validated: dict) -> dict:
         """Rebuild the feature table and user sets as of the training day from the staged events."""
         from pipelines.sociodemo import jobs
 
         return jobs.update_histories(validated["as_of"], mode="full")
 
-    @task
+    @task(pool="ml_training")
     def train(histories: dict, params=None) -> dict:
         """Fit, compare on held-out users, one registry run per model. Promotes nothing."""
         from pipelines.sociodemo import jobs
@@ -91,7 +101,7 @@ def sociodemo_train_weekly():
             raise ValueError(f"promote={name!r} was not trained in this run (models: {sorted(trained['runs'])})")
         return jobs.promote(name, trained["runs"][name], by="sociodemo_train_weekly")
 
-    promote(train(update_histories(validate_targets())))
+    promote(train(update_histories(validate_targets(begin()))))
 
 
 sociodemo_train_weekly()

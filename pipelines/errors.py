@@ -21,3 +21,7 @@ class InputSchemaError(RunRejected):
 
 class ModelFitError(PipelineError):
     """Training produced an unusable model (NaNs, degenerate output)."""
+
+
+class UsageError(PipelineError, ValueError):
+    """A caller's argument is out of range, contradicts another, or names something that does not exist."""

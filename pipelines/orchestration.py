@@ -1,15 +1,28 @@
-"""Glue between pipeline errors and Airflow's task semantics (imported only inside tasks)."""
+"""Glue between the pipelines and Airflow's task semantics (imported only inside tasks).
+
+Every DAG's first task calls :func:`begin`: it refuses a run whose conf names an unknown Param (a typo would
+otherwise run with defaults), resolves which day the run processes, and says so in the task log. The rules:
+
+1. the ``day`` Param, when the operator gives one (the Trigger form);
+2. else the run's data interval: the last day it covers, the day of ``data_interval_end - 1 day`` (a daily run
+   for [D hh:mm, D+1 hh:mm) processes D; a weekly one for [D, D+7) trains as of D+6);
+3. else (a manual run without a logical date has no data interval) the last whole day before the run's
+   ``run_after``, days starting at the DAG's ``interval_hour`` (what the scheduler would have run).
+"""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+import logging
+from collections.abc import Callable, Mapping
+from datetime import date, datetime, timedelta
+from typing import Any, ParamSpec, TypeVar
 
 from pipelines.errors import RunRejected
 
 P = ParamSpec("P")
 R = TypeVar("R")
+log = logging.getLogger(__name__)
 
 
 def fail_without_retry_on_rejection(func: Callable[P, R]) -> Callable[P, R]:
@@ -29,3 +42,43 @@ def fail_without_retry_on_rejection(func: Callable[P, R]) -> Callable[P, R]:
             raise AirflowFailException(str(exc)) from exc
 
     return wrapper
+
+
+def _fail(message: str) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    raise AirflowFailException(message)
+
+
+def check_conf(conf: Mapping[str, Any] | None, params: Mapping[str, Any]) -> None:
+    """Fail (no retry) when the run's conf has keys that are not Params of the DAG."""
+    unknown = sorted(set(conf or {}) - set(params))
+    if unknown:
+        _fail(f"unknown Param(s) {unknown} in the run's conf; valid Params: {sorted(params)}")
+
+
+def resolve_day(day_param: str | None, data_interval_end: datetime | None, run_after: datetime | None,
+                interval_hour: int = 0) -> tuple[date, str]:
+    """``(day, where it came from)`` by the rules in the module docstring."""
+    if day_param:
+        try:
+            return date.fromisoformat(str(day_param)[:10]), "the day Param"
+        except ValueError:
+            _fail(f"Param day={day_param!r} is not a date (YYYY-MM-DD)")
+    if data_interval_end is not None:
+        return (data_interval_end - timedelta(days=1)).date(), \
+            f"the data interval ending {data_interval_end.isoformat()}"
+    if run_after is None:
+        _fail("the run has neither a day Param, a data interval nor a run_after time: name a day")
+    day = (run_after - timedelta(days=1, hours=interval_hour)).date()
+    return day, f"the last whole day before run_after {run_after.isoformat()} (the run has no logical date)"
+
+
+def begin(params: Mapping[str, Any], dag_run: Any, data_interval_end: datetime | None,
+          interval_hour: int = 0) -> str:
+    """Check the run's conf, resolve its day and log it; returns the day as an ISO string (for XCom)."""
+    check_conf(getattr(dag_run, "conf", None), params)
+    day, source = resolve_day(params.get("day"), data_interval_end, getattr(dag_run, "run_after", None),
+                              interval_hour)
+    log.info("This run processes day %s (from %s).", day, source)
+    return day.isoformat()

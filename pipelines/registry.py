@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines import db
-from pipelines.errors import RunRejected
+from pipelines.errors import RunRejected, UsageError
 from pipelines.migrate import ensure_schema
 from pipelines.settings import pg_dsn
 
@@ -142,7 +142,7 @@ def promote(pipeline: str, model_name: str, run_id: str, alias: str = "productio
         cur.execute("SELECT status, model_name FROM runs WHERE run_id = %s AND pipeline = %s", (run_id, pipeline))
         row = cur.fetchone()
         if row is None or row[0] != "success" or row[1] != model_name:
-            raise ValueError(f"run {run_id} is not a successful {pipeline}/{model_name} run")
+            raise UsageError(f"run {run_id} is not a successful {pipeline}/{model_name} run")
         cur.execute(
             """INSERT INTO model_promotions (pipeline, model_name, alias, run_id, promoted_by)
                VALUES (%s, %s, %s, %s, %s)

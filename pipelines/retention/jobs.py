@@ -6,10 +6,9 @@ import logging
 from dataclasses import asdict
 from datetime import date, timedelta
 
-from pipelines import db, registry
+from pipelines import db
+from pipelines import ingest as ingest_contract
 from pipelines.days import as_day as _day
-from pipelines.days import day_interval as _interval
-from pipelines.errors import RunRejected
 from pipelines.migrate import ensure_schema
 from pipelines.retention import analytics, ingest, schema
 from pipelines.retention.generate import RetentionDataSpec, write_days
@@ -30,33 +29,23 @@ def generate(spec: RetentionDataSpec | None = None, **overrides) -> dict:
     return result
 
 
+def drop_ready(day: str | date) -> bool:
+    """Whether the day's drop has arrived (what ``wait_for_drop`` pokes)."""
+    return ingest_contract.drop_ready(DataRoot(), schema.raw_rel_dir(_day(day)))
+
+
 def validate(day: str | date, max_bad_share: float | None = None) -> dict:
-    """Validate and stage a day's drop; on rejection store the quarantine, record it, and raise."""
+    """Validate and stage a day's drop under the ingest contract; past the threshold, record why and raise."""
     day = _day(day)
     threshold = get_settings().max_bad_share if max_bad_share is None else max_bad_share
-    ensure_schema(pg_dsn())
-    root = DataRoot()
-    with registry.track_run(schema.PIPELINE, "ingest", params={"day": day, "max_bad_share": threshold},
-                            interval=_interval(day)) as run:
-        try:
-            result = ingest.validate_day(day, root, threshold)
-        except RunRejected:
-            if root.exists(f"{schema.staging_rel_dir(day)}/summary.json"):
-                ingest.record_rejection(day, root, str(run.run_id))
-            raise
-        finally:
-            run.artifact_uri = root.join(schema.staging_rel_dir(day))
-        run.summary = result.as_dict()
-        run.log_metrics({"rows_read": result.rows_read, "rows_valid": result.rows_valid,
-                         "rows_bad": result.rows_bad, "bad_share": result.bad_share})
-        run.log_metrics({f"quarantined_{r}": n for r, n in result.reasons.items()}, segment=f"day={day}")
-    return {**result.as_dict(), "run_id": str(run.run_id)}
+    result = ingest.validate_day(day, DataRoot(), threshold)
+    return {**result.as_dict(), "day": day.isoformat()}
 
 
-def load(day: str | date, run_id: str | None = None) -> dict:
-    """Replace the day's events and derived per-user rows (one transaction)."""
+def load(day: str | date) -> dict:
+    """Replace the day's events and derived per-user rows with its accepted run (one transaction)."""
     ensure_schema(pg_dsn())
-    return ingest.load_day(_day(day), run_id=run_id)
+    return ingest.load_day(_day(day))
 
 
 def cohorts(day: str | date, affected_install_dates: list[str] | None = None) -> dict:
@@ -74,7 +63,7 @@ def daily_analytics(day: str | date, affected_install_dates: list[str] | None = 
 def run_day(day: str | date, max_bad_share: float | None = None) -> dict:
     """Every step for one day, in order (what one DAG run does)."""
     validated = validate(day, max_bad_share)
-    loaded = load(day, validated["run_id"])
+    loaded = load(day)
     affected = loaded["affected_install_dates"]
     return {"validate": validated, "load": loaded, "cohorts": cohorts(day, affected),
             "analytics": daily_analytics(day, affected)}

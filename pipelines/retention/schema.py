@@ -21,7 +21,8 @@ EVENT_NAMES = frozenset({
 })
 
 #: Quarantine reasons, in the order they are checked (a row gets the first that applies).
-REASONS = ("malformed_csv", "missing_uid", "bad_time", "unknown_event", "outside_day", "duplicate")
+REASONS = ("malformed_csv", "control_characters", "missing_uid", "bad_time", "unknown_event", "outside_day",
+           "duplicate")
 #: Reasons that do not count towards the bad-row share (a re-sent event is not bad data, just repeated).
 BENIGN_REASONS = frozenset({"duplicate"})
 
@@ -37,8 +38,3 @@ def known_events() -> frozenset[str]:
 def raw_rel_dir(day: date) -> str:
     """Where the tracker drops a day's export(s) under the data root."""
     return f"raw/piwik_track/dt={day:%Y-%m-%d}"
-
-
-def staging_rel_dir(day: date) -> str:
-    """Where the validated day waits for its load."""
-    return f"staging/retention/dt={day:%Y-%m-%d}"

@@ -32,8 +32,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
+from pipelines import duck
 from pipelines.errors import MissingPartitionError
-from pipelines.sociodemo import duck, schema
+from pipelines.sociodemo import schema
 from pipelines.sociodemo.feature_sql import (
     StatePlan,
     daily_sql,

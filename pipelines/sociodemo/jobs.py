@@ -90,7 +90,7 @@ def write_quarantine(partition: str, staged_rel: str, root: DataRoot | None = No
     """Replace the ``quarantine`` rows of one partition (a day, or ``targets``) with the staged ones, atomically."""
     import duckdb
 
-    from pipelines.sociodemo.duck import sql_path
+    from pipelines.duck import sql_path
 
     root = root or DataRoot()
     if not root.exists(f"{staged_rel}/quarantine.parquet"):

@@ -22,8 +22,9 @@ import tempfile
 from datetime import date, timedelta
 from pathlib import Path
 
+from pipelines import duck
 from pipelines.errors import MissingPartitionError
-from pipelines.sociodemo import duck, schema
+from pipelines.sociodemo import schema
 from pipelines.sociodemo.validate import VIDEOS_SQL, accepted_days, staged_events_path, video_info_path
 from pipelines.storage import DataRoot
 

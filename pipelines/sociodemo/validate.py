@@ -23,8 +23,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
 
+from pipelines import duck
 from pipelines.errors import InputSchemaError, MissingPartitionError, RunRejected
-from pipelines.sociodemo import duck, schema
+from pipelines.sociodemo import schema
 from pipelines.storage import DataRoot
 
 log = logging.getLogger(__name__)

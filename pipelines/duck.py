@@ -1,4 +1,4 @@
-"""DuckDB connections for out-of-core work, and atomic Parquet publishing into the data root."""
+"""DuckDB connections for out-of-core work (memory cap, spill, UTC), SQL literals, and atomic Parquet publishing."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def read_parquet(paths: list[Path] | list[str]) -> str:
 def copy_to_root(con, query: str, root: DataRoot, rel: str, options: str = "FORMAT parquet, COMPRESSION zstd") -> str:
     """Write a query's result to ``rel`` under the root atomically (temp file, then rename or one PUT)."""
     if root.is_s3:
-        with tempfile.TemporaryDirectory(prefix="sociodemo-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="duck-") as tmp:
             local = Path(tmp) / Path(rel).name
             con.execute(f"COPY ({query}) TO {sql_path(local)} ({options})")
             return root.put_file(local, rel)
