@@ -188,7 +188,7 @@ def _stage_loop(days: list[date], stages: dict, per_day: dict) -> None:
 
     for day in tqdm(days, desc="pipeline", unit="day", file=sys.stderr, mininterval=_TQDM_INTERVAL):
         t0 = time.perf_counter()
-        validated = jobs.validate(day)
+        jobs.validate(day)
         t1 = time.perf_counter()
         loaded = jobs.load(day)
         t2 = time.perf_counter()

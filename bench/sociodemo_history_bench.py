@@ -56,7 +56,7 @@ AIM_PEAK_RSS_MIB = 4096
 
 
 def _staged_glob(root: Path) -> str:
-    return f"{root}/sociodemo/staged/dt=*/events.parquet"
+    return f"{root}/sociodemo/staged/dt=*/run=*/events.parquet"  # each day validated once in the bench
 
 
 # ----------------------------------------------------------------------------------------------- steps

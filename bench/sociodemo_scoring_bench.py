@@ -98,11 +98,13 @@ def step_train(root: Path, job: dict) -> dict:
     import numpy as np
     import pandas as pd
 
-    from pipelines.sociodemo import schema
     from pipelines.sociodemo.models.train import train_and_evaluate
 
     features, sets = _inputs(root, date.fromisoformat(job["as_of"]))
-    targets = pd.read_parquet(root / schema.STAGED_TARGETS_DIR / "targets.parquet")
+    from pipelines.sociodemo.validate import staged_targets_path
+    from pipelines.storage import DataRoot
+
+    targets = pd.read_parquet(staged_targets_path(DataRoot(str(root))))
     with_features = pd.read_parquet(features, columns=["viewer_uid"])["viewer_uid"]
     targets = targets[targets["viewer_uid"].isin(with_features)].drop_duplicates("viewer_uid")
     rng = np.random.default_rng(job["seed"])

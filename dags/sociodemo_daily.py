@@ -15,7 +15,8 @@ writes identical rows; an older day never overwrites a newer day's prediction of
 cumulative, so runs are serialised (`max_active_runs=1`); backfill in day order. Scoring refuses a model
 trained on another feature definition (config hash) than today's histories.
 
-**Failures**: a late drop is waited for (`wait_for_events`, reschedule mode, up to 6 hours); more bad rows than `max_bad_share` fails at once.
+**Failures**: a late drop is waited for (`wait_for_events`, reschedule mode, up to 6 hours); more bad rows
+than `max_bad_share` fails at once.
 Until a model has been promoted (weekly DAG's `promote` Param, or `python -m pipelines sociodemo promote`),
 `score` is **skipped** with the reason in its log while histories keep advancing: promotion is never implicit.
 """

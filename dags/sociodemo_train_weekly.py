@@ -7,7 +7,8 @@ on generated data, the exact Bayes oracle beside them), and records one registry
 params, the model folder under `sociodemo/models/<version>/` and the report).
 
 **Which day**: the run with logical date D covers [D 03:00, D+7 03:00); it trains as of the last accepted day
-up to D+6, or up to the `day` Param when given. `begin`'s log names the day. The training version is `YYYYMMDD-<hash of models and Params>`.
+up to D+6, or up to the `day` Param when given. `begin`'s log names the day. The training version is
+`YYYYMMDD-<hash of models and Params>`.
 
 **Reproducible**: the same data and Params give the same metrics: DeepSets trains for a number of epochs (early
 stopping on a validation loss), with one thread and fixed seeds; its wall-clock cap is a safety net only, and

@@ -368,7 +368,8 @@ def commit(result: IngestResult, quarantine: Path | None, dsn: str | None = None
                    "status": result.status, "error": result.rejection, "staged_uri": result.staged_uri,
                    "files": len(result.files) + len(result.files_unread), "rows_read": result.rows_read,
                    "rows_valid": result.rows_valid, "rows_quarantined": result.rows_quarantined,
-                   "bad_share": result.bad_share, "reasons": json.dumps(result.reasons)}
+                   "bad_share": result.bad_share, "reasons": json.dumps(result.reasons),
+                   "extra": json.dumps(result.extra, default=str)}
         if keep_previous:
             cur.execute("""UPDATE ingest_partitions SET last_status = %(status)s, last_run_id = %(run_id)s,
                                last_error = %(error)s, last_reasons = %(reasons)s, last_attempt_at = now()
@@ -379,16 +380,17 @@ def commit(result: IngestResult, quarantine: Path | None, dsn: str | None = None
             replace_quarantine(cur, result.pipeline, result.partition, quarantine, result.run_id)
             cur.execute(
                 """INSERT INTO ingest_partitions (pipeline, partition_key, status, run_id, staged_uri, files,
-                       rows_read, rows_valid, rows_quarantined, bad_share, reasons, error, last_status,
+                       rows_read, rows_valid, rows_quarantined, bad_share, reasons, extra, error, last_status,
                        last_run_id, last_error, last_reasons, last_attempt_at, updated_at)
                    VALUES (%(pipeline)s, %(partition)s, %(status)s, %(run_id)s, %(staged_uri)s, %(files)s,
-                       %(rows_read)s, %(rows_valid)s, %(rows_quarantined)s, %(bad_share)s, %(reasons)s, %(error)s,
-                       %(status)s, %(run_id)s, %(error)s, %(reasons)s, now(), now())
+                       %(rows_read)s, %(rows_valid)s, %(rows_quarantined)s, %(bad_share)s, %(reasons)s, %(extra)s,
+                       %(error)s, %(status)s, %(run_id)s, %(error)s, %(reasons)s, now(), now())
                    ON CONFLICT (pipeline, partition_key) DO UPDATE SET status = EXCLUDED.status,
                        run_id = EXCLUDED.run_id, staged_uri = EXCLUDED.staged_uri, files = EXCLUDED.files,
                        rows_read = EXCLUDED.rows_read, rows_valid = EXCLUDED.rows_valid,
                        rows_quarantined = EXCLUDED.rows_quarantined, bad_share = EXCLUDED.bad_share,
-                       reasons = EXCLUDED.reasons, error = EXCLUDED.error, last_status = EXCLUDED.last_status,
+                       reasons = EXCLUDED.reasons, extra = EXCLUDED.extra, error = EXCLUDED.error,
+                       last_status = EXCLUDED.last_status,
                        last_run_id = EXCLUDED.last_run_id, last_error = EXCLUDED.last_error,
                        last_reasons = EXCLUDED.last_reasons, last_attempt_at = now(), updated_at = now()""", figures)
         if inside is not None:
@@ -419,6 +421,22 @@ def partition_status(pipeline: str, partition: str, dsn: str | None = None) -> d
     rows = db.query("SELECT * FROM ingest_partitions WHERE pipeline = %s AND partition_key = %s",
                     (pipeline, partition), dsn)
     return rows[0] if rows else None
+
+
+def accepted_dir(pipeline: str, partition: str, root: DataRoot | None = None, dsn: str | None = None) -> Path:
+    """A local folder holding the accepted run's staged files of a partition (mirrored from S3 when needed).
+
+    Raises :class:`~pipelines.errors.MissingPartitionError` when the partition has no accepted run.
+    """
+    from pipelines.errors import MissingPartitionError
+
+    root = root or DataRoot()
+    row = accepted(pipeline, partition, dsn)
+    if row is None:
+        status = partition_status(pipeline, partition, dsn)
+        why = f"its last ingest was {status['status']}: {status['error']}" if status else "it was never ingested"
+        raise MissingPartitionError(f"{pipeline} {partition} has no accepted input ({why})")
+    return root.local_dir(staged_rel_of(row, root))
 
 
 def staged_rel_of(row: Mapping[str, Any], root: DataRoot) -> str:

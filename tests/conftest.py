@@ -76,24 +76,38 @@ def _libpq_to_uri(dsn: str) -> str:
     return f"postgresql://{p.get('user', 'postgres')}@{host}:{p.get('port', 5432)}/{p['dbname']}"
 
 
-@pytest.fixture
-def pg_dsn(pg_admin_dsn, monkeypatch):
-    """A fresh, empty database for one test; PIPELINES_PG_DSN points at it."""
+def _scratch_database(admin_dsn: str, monkeypatch):
+    """Create an empty database, point PIPELINES_PG_DSN at it; yields its DSN and drops it after."""
     import psycopg2
 
     name = f"ubm_test_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(pg_admin_dsn)
+    admin = psycopg2.connect(admin_dsn)
     admin.autocommit = True
     with admin.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{name}"')
-    dsn = _libpq_to_uri(_with_db(pg_admin_dsn, name))
+    dsn = _libpq_to_uri(_with_db(admin_dsn, name))
     monkeypatch.setenv("PIPELINES_PG_DSN", dsn)
     get_settings.cache_clear()
-    yield dsn
-    get_settings.cache_clear()
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    try:
+        yield dsn
+    finally:
+        get_settings.cache_clear()
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture
+def pg_dsn(pg_admin_dsn, monkeypatch):
+    """A fresh, empty database for one test; PIPELINES_PG_DSN points at it."""
+    yield from _scratch_database(pg_admin_dsn, monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def pg_dsn_module(pg_admin_dsn):
+    """A fresh database shared by one module's tests (for module-scoped fixtures that ingest data)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        yield from _scratch_database(pg_admin_dsn, monkeypatch)
 
 
 @pytest.fixture

@@ -26,10 +26,10 @@ from dataclasses import asdict, fields
 from datetime import date, datetime
 from pathlib import Path
 
-from pipelines import db, registry
+from pipelines import db, ingest, registry
 from pipelines.days import as_day as _day
 from pipelines.days import day_interval as _interval
-from pipelines.errors import MissingPartitionError, PipelineError, RunRejected
+from pipelines.errors import MissingPartitionError, PipelineError
 from pipelines.migrate import ensure_schema
 from pipelines.settings import get_settings, pg_dsn
 from pipelines.sociodemo import schema
@@ -84,63 +84,21 @@ def generated_spec(root: DataRoot | None = None):
     return SociodemoSpec(**values)
 
 
-# -- validation and quarantine --------------------------------------------------------------------------------
+# -- validation (the platform's ingest contract: quarantine and status committed last) --------------------------
 
-def write_quarantine(partition: str, staged_rel: str, root: DataRoot | None = None, dsn: str | None = None) -> int:
-    """Replace the ``quarantine`` rows of one partition (a day, or ``targets``) with the staged ones, atomically."""
-    import duckdb
-
-    from pipelines.duck import sql_path
-
-    root = root or DataRoot()
-    if not root.exists(f"{staged_rel}/quarantine.parquet"):
-        raise MissingPartitionError(f"sociodemo {partition} has not been validated: no quarantine under "
-                                    f"{root.join(staged_rel)}")
-    staged = root.local_dir(staged_rel) / "quarantine.parquet"
-    dsn = dsn or pg_dsn()
-    ensure_schema(dsn)
-    with tempfile.TemporaryDirectory(prefix="sociodemo-quarantine-") as tmp:
-        csv_path = Path(tmp) / "quarantine.csv"
-        con = duckdb.connect()
-        source = "source" if "source" in con.execute(
-            f"DESCRIBE SELECT * FROM read_parquet({sql_path(staged)})").df()["column_name"].tolist() else "NULL"
-        con.execute(f"COPY (SELECT $pipeline AS pipeline, $partition AS partition_key, {source} AS source, reason, "
-                    f"NULL AS detail, record FROM read_parquet({sql_path(staged)})) TO {sql_path(csv_path)} "
-                    "(FORMAT csv, HEADER true)", {"pipeline": PIPELINE, "partition": partition})
-        con.close()
-        with db.transaction(dsn) as cur, open(csv_path) as stream:
-            db.advisory_xact_lock(cur, f"sociodemo.quarantine.{partition}")
-            cur.execute("DELETE FROM quarantine WHERE pipeline = %s AND partition_key = %s", (PIPELINE, partition))
-            n = db.copy_csv(cur, "quarantine", ["pipeline", "partition_key", "source", "reason", "detail", "record"],
-                            stream)
-    log.info("sociodemo %s: %d quarantine rows in Postgres", partition, n)
-    return n
+def events_ready(day: str | date) -> bool:
+    """Whether the day's event drop has arrived (what ``wait_for_events`` pokes)."""
+    return ingest.drop_ready(DataRoot(), schema.raw_events_rel_dir(_day(day)))
 
 
 def validate(day: str | date, max_bad_share: float | None = None) -> dict:
-    """Validate and stage a day's events; bad rows to the quarantine table (also when the day is rejected)."""
+    """Validate and stage a day's events; bad rows to the quarantine table; past the threshold, raise."""
     from pipelines.sociodemo.validate import validate_day
 
     day = _day(day)
     threshold = get_settings().max_bad_share if max_bad_share is None else max_bad_share
-    ensure_schema(pg_dsn())
-    root = DataRoot()
-    rel = schema.staged_rel_dir(day)
-    with registry.track_run(PIPELINE, "ingest", params={"day": day, "max_bad_share": threshold},
-                            interval=_interval(day)) as run:
-        run.artifact_uri = root.join(rel)
-        try:
-            result = validate_day(day, root, threshold)
-        except RunRejected:
-            if root.exists(f"{rel}/quarantine.parquet"):
-                write_quarantine(day.isoformat(), rel, root)
-            raise
-        quarantined = write_quarantine(day.isoformat(), rel, root)
-        run.summary = result.as_dict()
-        run.log_metrics({"rows_read": result.rows_read, "rows_valid": result.rows_valid, "rows_bad": result.rows_bad,
-                         "bad_share": result.bad_share, "users": result.users})
-        run.log_metrics({f"quarantined_{r}": n for r, n in result.reasons.items()}, segment=f"day={day}")
-    return {**result.as_dict(), "quarantined": quarantined, "run_id": str(run.run_id)}
+    result = validate_day(day, DataRoot(), threshold)
+    return {**result.as_dict(), "day": day.isoformat()}
 
 
 def validate_targets(max_bad_share: float | None = None, through: str | date | None = None) -> dict:
@@ -149,34 +107,18 @@ def validate_targets(max_bad_share: float | None = None, through: str | date | N
 
     threshold = get_settings().max_bad_share if max_bad_share is None else max_bad_share
     through = None if through in (None, "") else _day(through)
-    ensure_schema(pg_dsn())
-    root = DataRoot()
-    rel = schema.STAGED_TARGETS_DIR
-    with registry.track_run(PIPELINE, "ingest", params={"targets": True, "max_bad_share": threshold,
-                                                        "through": through}) as run:
-        run.artifact_uri = root.join(rel)
-        try:
-            result = run_validation(root, threshold, through)
-        except RunRejected:
-            if root.exists(f"{rel}/quarantine.parquet"):
-                write_quarantine(TARGETS_PARTITION, rel, root)
-            raise
-        quarantined = write_quarantine(TARGETS_PARTITION, rel, root)
-        run.summary = result.as_dict()
-        run.log_metrics({"rows_read": result.rows_read, "rows_valid": result.rows_valid, "rows_bad": result.rows_bad,
-                         "users_with_events": result.users_with_events})
-        run.log_metrics({f"quarantined_{r}": n for r, n in result.reasons.items()}, segment="targets")
-    return {**result.as_dict(), "quarantined": quarantined, "run_id": str(run.run_id)}
+    return run_validation(DataRoot(), threshold, through).as_dict()
 
 
 def latest_accepted_day(through: str | date | None = None) -> str:
     """The last day up to ``through`` whose events were accepted: what weekly training can be as of."""
     from pipelines.sociodemo.validate import accepted_days
 
+    ensure_schema(pg_dsn())
     days = accepted_days(DataRoot(), None if through in (None, "") else _day(through))
     if not days:
         raise MissingPartitionError(f"no accepted sociodemo day up to {through}: run the daily DAG (or "
-                                    "`sociodemo validate`) first")
+                                    "`sociodemo run --no-score`) first")
     return days[-1].isoformat()
 
 
@@ -276,14 +218,12 @@ def _local_tree(root: DataRoot, rel_dir: str) -> Path:
 
 
 def read_targets(root: DataRoot | None = None):
-    """The staged (valid) targets as a DataFrame."""
+    """The accepted (valid) targets as a DataFrame."""
     import pandas as pd
 
-    root = root or DataRoot()
-    rel = f"{schema.STAGED_TARGETS_DIR}/targets.parquet"
-    if not root.exists(rel):
-        raise MissingPartitionError(f"no staged targets at {root.join(rel)}: run validate_targets first")
-    return pd.read_parquet(root.local_dir(schema.STAGED_TARGETS_DIR) / "targets.parquet")
+    from pipelines.sociodemo.validate import staged_targets_path
+
+    return pd.read_parquet(staged_targets_path(root or DataRoot()))
 
 
 def train(as_of: str | date, models: list[str] | tuple[str, ...] = DEFAULT_MODELS, params: dict | None = None,
@@ -294,6 +234,7 @@ def train(as_of: str | date, models: list[str] | tuple[str, ...] = DEFAULT_MODEL
     root holds a generated dataset (``sociodemo/generated/spec.json``), the exact Bayes oracle is evaluated
     beside the models and recorded in each run at segment ``oracle``.
     """
+    from pipelines.sociodemo.features import load_config
     from pipelines.sociodemo.models.train import train_and_evaluate
 
     as_of = _day(as_of)
@@ -301,6 +242,7 @@ def train(as_of: str | date, models: list[str] | tuple[str, ...] = DEFAULT_MODEL
     params = params or {}
     root = DataRoot()
     features, sets = _inputs(as_of)
+    config_hash = load_config().config_hash
     targets = read_targets(root)
     version = version_id(as_of, models, params)
     rel_dir = f"{MODELS_REL}/{version}"
@@ -335,7 +277,7 @@ def train(as_of: str | date, models: list[str] | tuple[str, ...] = DEFAULT_MODEL
             run.log_metrics(table.get(name, {}))
             if "oracle" in table:
                 run.log_metrics(table["oracle"], segment="oracle")
-            run.summary = {"version": version, "fit": result["models"][name].get("fit", {}),
+            run.summary = {"version": version, "config_hash": config_hash, "fit": result["models"][name].get("fit", {}),
                            "features": features, "user_sets": sets, "n_train": result.get("n_train"),
                            "n_test": result.get("n_test"), "report": [root.join(rel_dir, r) for r in reports]}
     return {"version": version, "as_of": as_of.isoformat(), "uri": uri, "table": table,
@@ -369,7 +311,7 @@ def serving_model(model_name: str | None = None) -> dict:
     """The promoted run scoring uses: ``model_name``'s, or the most recently promoted model's."""
     ensure_schema(pg_dsn())
     rows = db.query(
-        """SELECT r.run_id, r.model_name, r.model_version, r.artifact_uri, p.promoted_at
+        """SELECT r.run_id, r.model_name, r.model_version, r.artifact_uri, r.summary, p.promoted_at
            FROM model_promotions p JOIN runs r USING (run_id)
            WHERE p.pipeline = %s AND p.alias = 'production' AND (%s::text IS NULL OR p.model_name = %s)
            ORDER BY p.promoted_at DESC LIMIT 1""",
@@ -457,7 +399,8 @@ def _upsert(rows, model: dict, as_of: date, scored_at: datetime, run_id: str, ds
                        sex_proba = EXCLUDED.sex_proba, age_class = EXCLUDED.age_class,
                        age_class_proba = EXCLUDED.age_class_proba, model_name = EXCLUDED.model_name,
                        model_version = EXCLUDED.model_version, as_of = EXCLUDED.as_of,
-                       scored_at = EXCLUDED.scored_at""")
+                       scored_at = EXCLUDED.scored_at
+                   WHERE EXCLUDED.as_of >= p.as_of""")  # a backfilled older day never replaces newer scores
             cur.execute(
                 """INSERT INTO sociodemo_scoring_runs (as_of, model_name, model_version, users, run_id, status,
                                                       scored_at)
@@ -478,11 +421,19 @@ def score(day: str | date, model_name: str | None = None, chunk_users: int = 200
     """
     import numpy as np
 
+    from pipelines.sociodemo.features import load_config
     from pipelines.sociodemo.models.base import Predictions, iter_datasets, load_model
 
     day = _day(day)
     dsn = pg_dsn()
     model = serving_model(model_name)
+    trained_on = (model.get("summary") or {}).get("config_hash")
+    current = load_config().config_hash
+    if trained_on and trained_on != current:
+        raise PipelineError(
+            f"the promoted {model['model_name']} {model['model_version']} was trained on feature config "
+            f"{trained_on}, but today's histories use {current}: retrain (sociodemo_train_weekly) and promote "
+            "a model of the current features before scoring")
     root = DataRoot()
     features, sets = _inputs(day)
     interval = _interval(day)

@@ -21,7 +21,7 @@ TRAIN_DAY = START + timedelta(days=DAYS - 2)
 SCORE_DAY = START + timedelta(days=DAYS - 1)
 MODELS = ["topclass", "catboost"] + (["deepsets"] if importlib.util.find_spec("torch") else [])
 TRAIN_CONF = {"models": MODELS, "catboost_iterations": 60, "catboost_depth": 4, "deepsets_max_epochs": 1,
-              "deepsets_time_budget_s": 10.0, "promote": "catboost", "as_of": TRAIN_DAY.isoformat()}
+              "promote": "catboost", "day": TRAIN_DAY.isoformat()}
 
 
 @pytest.fixture(scope="module")
@@ -51,12 +51,13 @@ def _run_daily(dag, day: date):
 def test_graphs(dagbag):
     weekly = dagbag.dags["sociodemo_train_weekly"]
     assert {t.task_id: sorted(t.downstream_task_ids) for t in weekly.tasks} == {
-        "validate_targets": ["update_histories"], "update_histories": ["train"], "train": ["promote"],
-        "promote": []}
+        "begin": ["validate_targets"], "validate_targets": ["update_histories"], "update_histories": ["train"],
+        "train": ["promote"], "promote": []}
     assert weekly.params["promote"] == ""  # nothing is promoted unless asked
     daily = dagbag.dags["sociodemo_daily"]
     assert {t.task_id: sorted(t.downstream_task_ids) for t in daily.tasks} == {
-        "validate": ["update_histories"], "update_histories": ["score"], "score": []}
+        "begin": ["wait_for_events"], "wait_for_events": ["validate"], "validate": ["update_histories"],
+        "update_histories": ["score"], "score": []}
     assert daily.max_active_runs == 1  # histories are cumulative
     for dag in (weekly, daily):
         assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"

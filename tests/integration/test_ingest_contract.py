@@ -44,7 +44,8 @@ def test_decide_rejects_past_the_threshold_on_empty_and_on_unread_files():
     assert r.decide(0.10).status == "accepted" and r.rejection is None
     empty = ingest.IngestResult("p", "d", rows_read=3, rows_valid=0, reasons={"bad": 3})
     assert "no valid row" in empty.decide(1.0).rejection
-    unread = ingest.IngestResult("p", "d", rows_read=10, rows_valid=10, files_unread={"b.docx": {"reason": "unsupported_file", "detail": "x"}})
+    unread = ingest.IngestResult("p", "d", rows_read=10, rows_valid=10)
+    unread.unread("b.docx", "unsupported_file", "not a file type this pipeline reads")
     assert "could not be read" in unread.decide(1.0).rejection
 
 
@@ -101,7 +102,7 @@ def test_concurrent_runs_of_one_partition_leave_one_run_s_quarantine(pg_dsn, dat
     def one() -> None:
         try:
             ingest.run_ingest("demo", "2020-01-05", _validator(90, {"bad_time": 4}), max_bad_share=0.05)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=one) for _ in range(4)]

@@ -2,7 +2,8 @@
 
 Checked: quarantine counts equal the planted ones per reason; incremental day-by-day builds, a full rebuild and
 the one-statement reference SQL give exactly equal tables; windows roll (against an independent count); a
-re-validated day is re-aggregated and re-folded; missing days fail clearly; a bad day is rejected."""
+re-validated day is re-aggregated and re-folded; missing days fail clearly; a bad day is rejected. Validation
+runs under the ingest contract, so these tests use a real PostgreSQL (``pg_dsn``)."""
 
 import json
 from collections import Counter
@@ -14,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipelines import ingest
 from pipelines.errors import MissingPartitionError, RunRejected
 from pipelines.sociodemo import schema
 from pipelines.sociodemo.feature_sql import feature_sql
@@ -21,7 +23,13 @@ from pipelines.sociodemo.features import load_config, parse_config
 from pipelines.sociodemo.generate import SociodemoSpec, write_dataset
 from pipelines.sociodemo.history import build_features
 from pipelines.sociodemo.user_sets import build_user_sets
-from pipelines.sociodemo.validate import accepted_days, validate_day, validate_targets
+from pipelines.sociodemo.validate import (
+    accepted_days,
+    staged_events_path,
+    staged_targets_path,
+    validate_day,
+    validate_targets,
+)
 from pipelines.storage import DataRoot
 
 SPEC = SociodemoSpec(seed=3, n_users=800, n_videos=1_500, n_authors=120, start=date(2024, 6, 1), days=9,
@@ -45,7 +53,9 @@ def _nullable(table: pa.Table) -> pa.Table:
 
 
 def _staged(root) -> str:
-    return f"read_parquet('{root}/sociodemo/staged/dt=*/events.parquet', hive_partitioning = false)"
+    """Every accepted day's staged events (what readers may use)."""
+    paths = [str(staged_events_path(DataRoot(), d)) for d in accepted_days(DataRoot())]
+    return "read_parquet([" + ", ".join(f"'{p}'" for p in paths) + "], hive_partitioning = false)"
 
 
 def _reference(root, as_of: date, config=None):
@@ -60,7 +70,7 @@ def _reference(root, as_of: date, config=None):
 
 
 @pytest.fixture
-def dataset(data_root):
+def dataset(pg_dsn, data_root):
     counts = write_dataset(SPEC, data_root)
     return data_root, counts
 
@@ -77,10 +87,10 @@ def test_quarantine_counts_equal_the_planted_counts(validated):
     found = Counter()
     for result in results:
         found.update(result.reasons)
-        staged = schema.staged_rel_dir(date.fromisoformat(result.day))
-        quarantine = Counter(pq.read_table(root / staged / "quarantine.parquet")["reason"].to_pylist())
+        staged = ingest.accepted_dir("sociodemo", result.partition)
+        quarantine = Counter(pq.read_table(staged / "quarantine.parquet")["reason"].to_pylist())
         assert quarantine == Counter(result.reasons)
-        summary = json.loads((root / staged / "summary.json").read_text())
+        summary = json.loads((staged / "summary.json").read_text())
         assert summary["status"] == "accepted" and summary["rows_valid"] == result.rows_valid
     assert dict(found) == counts["bad_rows"]
     assert sum(r.rows_valid for r in results) == counts["events"]
@@ -91,16 +101,16 @@ def test_quarantine_counts_equal_the_planted_counts(validated):
 
 
 def test_targets_reject_impossible_rows_and_count_users_without_events(validated):
-    root, counts, _ = validated
+    _, counts, _ = validated
     result = validate_targets(DataRoot(), max_bad_share=0.2)
     assert {r: n for r, n in result.reasons.items() if r != "no_events"} == counts["bad_targets"]
     assert result.rows_valid == counts["labelled_users"]
-    assert result.users_without_events == counts["labelled_users_without_events"] > 0
-    staged = pq.read_table(root / schema.STAGED_TARGETS_DIR / "targets.parquet").to_pydict()
+    assert result.extra["users_without_events"] == counts["labelled_users_without_events"] > 0
+    staged = pq.read_table(staged_targets_path()).to_pydict()
     assert len(staged["viewer_uid"]) == len(set(staged["viewer_uid"])) == result.rows_valid
     assert set(staged["sex"]) == {"male", "female"}
     assert all(schema.age_class_of(a) == c for a, c in zip(staged["age"], staged["age_class"], strict=True))
-    assert sum(not h for h in staged["has_events"]) == result.users_without_events
+    assert sum(not h for h in staged["has_events"]) == result.extra["users_without_events"]
     with pytest.raises(RunRejected, match=r"targets: .* rows are bad"):
         validate_targets(DataRoot(), max_bad_share=0.01)
 
@@ -196,21 +206,27 @@ def test_missing_days_fail_clearly(dataset, data_root):
     assert len(run.aggregated_days) == SPEC.days - 1
 
 
-def test_a_day_past_the_threshold_is_rejected_and_not_used(data_root):
+def test_a_day_past_the_threshold_is_rejected_and_not_used(pg_dsn, data_root):
     spec = SociodemoSpec(seed=4, n_users=300, n_videos=500, days=2, start=date(2024, 6, 1), bad_row_rate=0.15)
     counts = write_dataset(spec, data_root)
-    first = validate_day(spec.start, DataRoot(), max_bad_share=0.2)
-    assert first.status == "accepted"
     with pytest.raises(RunRejected, match=r"rows are bad \(.*% > threshold 5.00%\)"):
         validate_day(spec.start, DataRoot(), max_bad_share=0.05)
-    staged = data_root / schema.staged_rel_dir(spec.start)
-    summary = json.loads((staged / "summary.json").read_text())
-    assert summary["status"] == "rejected" and summary["rows_bad"] > 0
-    assert not (staged / "events.parquet").exists()  # the earlier accepted attempt is gone, not left behind
-    assert pq.read_table(staged / "quarantine.parquet").num_rows == summary["rows_quarantined"]
-    assert accepted_days(DataRoot()) == []
+    status = ingest.partition_status("sociodemo", spec.start.isoformat())
+    assert status["status"] == "rejected" and status["rows_quarantined"] > 0
+    assert accepted_days(DataRoot()) == []  # a rejected day is never read downstream
     with pytest.raises(MissingPartitionError):
         build_features(spec.start, DataRoot())
+    # A looser threshold accepts it; a stricter rerun is then rejected but the accepted run stays what readers
+    # see, with the quarantine that belongs to it.
+    first = validate_day(spec.start, DataRoot(), max_bad_share=0.2)
+    assert first.status == "accepted" and accepted_days(DataRoot()) == [spec.start]
+    with pytest.raises(RunRejected):
+        validate_day(spec.start, DataRoot(), max_bad_share=0.05)
+    status = ingest.partition_status("sociodemo", spec.start.isoformat())
+    assert status["status"] == "accepted" and str(status["run_id"]) == first.run_id
+    assert status["last_status"] == "rejected"
+    staged = ingest.accepted_dir("sociodemo", spec.start.isoformat())
+    assert pq.read_table(staged / "quarantine.parquet").num_rows == status["rows_quarantined"]
     assert counts["bad_rows"]
 
 

@@ -99,6 +99,31 @@ def test_score_needs_an_explicit_promotion_then_upserts_every_user_identically(s
     assert _predictions() == rows
 
 
+def test_a_backfilled_older_day_never_replaces_newer_predictions(staged):
+    jobs.train(LAST, ["topclass"], {})
+    jobs.promote("topclass")
+    jobs.score(LAST)
+    newer = _predictions()
+    earlier = LAST - timedelta(days=1)
+    jobs.update_histories(earlier)
+    jobs.score(earlier)  # e.g. a backfill run of the day before
+    assert _predictions() == newer
+    assert {r["as_of"] for r in db.query("SELECT as_of FROM sociodemo_scoring_runs")} == {earlier, LAST}
+
+
+def test_scoring_refuses_a_model_of_another_feature_definition(staged, monkeypatch):
+    from pipelines.errors import PipelineError
+    from pipelines.sociodemo import features
+
+    jobs.train(LAST, ["topclass"], {})
+    jobs.promote("topclass")
+    other = features.parse_config({"features": [{"name": "n", "agg": "count", "windows": ["all"]}]})
+    monkeypatch.setattr(features, "load_config", lambda *a, **k: other)
+    with pytest.raises(PipelineError, match="trained on feature config .* retrain"):
+        jobs.score(LAST)
+    assert _predictions() == []
+
+
 def test_promote_refuses_an_untrained_model(pg_dsn, data_root):
     with pytest.raises(ValueError, match="no successful sociodemo training run"):
         jobs.promote("deepsets")

@@ -12,7 +12,6 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.sociodemo import schema
 from pipelines.sociodemo.generate import SociodemoSpec, oracle_probabilities, truth, write_dataset
 from pipelines.sociodemo.history import build_features
 from pipelines.sociodemo.models.base import MODELS, Dataset, Predictions, load_dataset, load_model
@@ -20,7 +19,7 @@ from pipelines.sociodemo.models.evaluate import compare, contest_score, metrics
 from pipelines.sociodemo.models.split import split_users
 from pipelines.sociodemo.models.train import train_and_evaluate
 from pipelines.sociodemo.user_sets import build_user_sets
-from pipelines.sociodemo.validate import validate_day, validate_targets
+from pipelines.sociodemo.validate import staged_targets_path, validate_day, validate_targets
 from pipelines.storage import DataRoot
 
 SPEC = SociodemoSpec(seed=7, n_users=3_000, n_videos=1_500, n_authors=200, start=date(2024, 6, 1), days=14)
@@ -35,7 +34,7 @@ def _oracle(uids: np.ndarray) -> Predictions:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
+def built(tmp_path_factory, pg_dsn_module):
     """Generated, validated, built: (features uri, user sets uri, staged targets). Built once for the module."""
     root = tmp_path_factory.mktemp("sociodemo-models")
     write_dataset(SPEC, root)
@@ -45,7 +44,7 @@ def built(tmp_path_factory):
     validate_targets(data_root)
     features = build_features(SPEC.end, data_root).uri
     sets = build_user_sets(SPEC.end, data_root, max_items=64)
-    targets = pd.read_parquet(root / schema.STAGED_TARGETS_DIR / "targets.parquet")
+    targets = pd.read_parquet(staged_targets_path(data_root))
     return features, sets, targets
 
 

@@ -27,6 +27,7 @@ def upgrade() -> None:
         rows_quarantined bigint NOT NULL DEFAULT 0,
         bad_share        double precision NOT NULL DEFAULT 0,
         reasons          jsonb NOT NULL DEFAULT '{}'::jsonb,
+        extra            jsonb NOT NULL DEFAULT '{}'::jsonb,  -- the pipeline's own figures (users, hashes)
         error            text,
         last_status      text,
         last_run_id      uuid,
