@@ -51,19 +51,20 @@ def stage_pipeline(root: Path, shard_users: int, out: Path) -> None:
     """Step 2, run in its own process."""
     import numpy as np
 
+    from pipelines import ingest
     from pipelines.recs.features import ModelParams, load_snapshot
-    from pipelines.recs.ingest import validate_snapshot
+    from pipelines.recs.ingest import inspect_snapshot
     from pipelines.recs.model import UserUserModel
-    from pipelines.recs.schema import staged_rel_dir
     from pipelines.storage import DataRoot
 
     data_root = DataRoot(str(root))
     times: dict[str, float] = {}
     t0 = time.perf_counter()
-    validation = validate_snapshot(DAY, data_root, 0.05)
+    # The ingest contract's validation without its Postgres commit (the quarantine rows are a few thousand).
+    validation = inspect_snapshot(DAY, data_root, 0.05, ingest.Workspace(root / "bench-staged"))
     times["validate"] = time.perf_counter() - t0
     t = time.perf_counter()
-    snapshot = load_snapshot(root / staged_rel_dir(DAY))
+    snapshot = load_snapshot(root / "bench-staged" / "staged")
     times["load_matrix"] = time.perf_counter() - t
     t = time.perf_counter()
     model = UserUserModel.fit(snapshot, ModelParams())
@@ -120,12 +121,11 @@ def stage_evaluate(root: Path, eval_users: int, out: Path) -> None:
     from pipelines.recs.evaluate import EvalConfig, evaluate
     from pipelines.recs.features import ModelParams, load_snapshot
     from pipelines.recs.jobs import _oracle_for
-    from pipelines.recs.schema import staged_rel_dir
     from pipelines.storage import DataRoot
 
-    snapshot = load_snapshot(root / staged_rel_dir(DAY))
+    snapshot = load_snapshot(root / "bench-staged" / "staged")
     t = time.perf_counter()
-    oracle = _oracle_for(DataRoot(str(root)))
+    oracle = _oracle_for(DataRoot(str(root)), DAY)
     result = evaluate(snapshot, ModelParams(), EvalConfig(eval_users=eval_users), oracle=oracle)
     out.write_text(json.dumps({"seconds": time.perf_counter() - t, "split": result.seconds,
                                "metrics": result.metrics, "neighbour_recall": result.neighbour_recall,

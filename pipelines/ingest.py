@@ -190,6 +190,10 @@ class IngestResult:
         if n:
             self.reasons[reason] = self.reasons.get(reason, 0) + int(n)
 
+    def reject(self, why: str) -> None:
+        """Reject the partition for a pipeline-specific reason (e.g. one of two files has no valid row)."""
+        self.extra["rejected_because"] = why
+
     def unread(self, name: str, reason: str, detail: str) -> None:
         """Report a file that could not be read (``unsupported_file``, ``unreadable_file``): it is quarantined
         by name and rejects the partition, since rows that cannot be read cannot be accounted for."""
@@ -202,10 +206,14 @@ class IngestResult:
             listed = "; ".join(f"{name}: {why['detail']}" for name, why in sorted(self.files_unread.items()))
             self.rejection = (f"{self.pipeline} {self.partition}: {len(self.files_unread)} file(s) could not be read "
                               f"({listed}); nothing is loaded until every file is readable or removed")
+        elif self.extra.get("rejected_because"):
+            self.rejection = f"{self.pipeline} {self.partition}: {self.extra['rejected_because']}"
         elif share > max_bad_share:
             self.rejection = (f"{self.pipeline} {self.partition}: {self.rows_bad} of {self.rows_read} rows are bad "
                               f"({share:.2%} > threshold {max_bad_share:.2%}); reasons {self.reasons}. "
                               "The rows are in the quarantine table.")
+            if bad_share is not None:
+                self.rejection += f" (bad share: {self.extra.get('bad_share_rule', 'pipeline rule')})"
         elif self.rows_valid == 0:
             self.rejection = (f"{self.pipeline} {self.partition}: no valid row ({self.rows_read} read, reasons "
                               f"{self.reasons}); refusing to load an empty partition")
@@ -436,6 +444,9 @@ def accepted_dir(pipeline: str, partition: str, root: DataRoot | None = None, ds
         status = partition_status(pipeline, partition, dsn)
         why = f"its last ingest was {status['status']}: {status['error']}" if status else "it was never ingested"
         raise MissingPartitionError(f"{pipeline} {partition} has no accepted input ({why})")
+    if row["staged_uri"] is None:
+        raise MissingPartitionError(f"{pipeline} {partition}: its staged files were removed by the retention "
+                                    f"policy on {row['extra'].get('pruned_at')}; ingest the raw input again")
     return root.local_dir(staged_rel_of(row, root))
 
 
@@ -559,22 +570,39 @@ def drop_ready(root: DataRoot, rel_dir: str) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------- retention
-def prune_staging(pipeline: str, keep_attempts: int = 2, root: DataRoot | None = None,
-                  dsn: str | None = None) -> dict:
-    """Delete staged run folders no reader needs: all but each partition's accepted run and its newest
-    ``keep_attempts`` other attempts (kept for inspection). Returns what was removed."""
+def prune_staging(pipeline: str, keep_attempts: int = 1, root: DataRoot | None = None, dsn: str | None = None,
+                  before: str | None = None, drop_accepted: bool = False) -> dict:
+    """The staging retention policy: delete staged run folders no reader needs. Returns what was removed.
+
+    For every partition (only those with a key before ``before`` when given): every attempt except the
+    accepted run and the newest ``keep_attempts`` others (kept for inspection). With ``drop_accepted`` the
+    accepted run's folder goes too, for pipelines whose later steps no longer read it (its partition row keeps
+    its counts, loses its ``staged_uri`` and records ``pruned_at``, so a reader gets a clear error).
+    """
     root = root or DataRoot()
     rows = {r["partition_key"]: r for r in db.query(
-        "SELECT partition_key, run_id, status FROM ingest_partitions WHERE pipeline = %s", (pipeline,), dsn)}
+        "SELECT partition_key, run_id, status, staged_uri FROM ingest_partitions WHERE pipeline = %s",
+        (pipeline,), dsn)}
     removed = []
     for part_dir in root.list_dirs(f"{pipeline}/staged"):
         partition = part_dir[3:] if part_dir.startswith("dt=") else part_dir
+        if before is not None and partition >= before:
+            continue
         row = rows.get(partition)
-        keep = {f"run={row['run_id']}"} if row and row["status"] == "accepted" else set()
+        accepted_run = f"run={row['run_id']}" if row and row["status"] == "accepted" else None
         runs = [d for d in root.list_dirs(f"{pipeline}/staged/{part_dir}") if d.startswith("run=")]
-        others = [d for d in runs if d not in keep]
-        others.sort(key=lambda d: _run_started(d[4:], dsn), reverse=True)
-        for name in others[keep_attempts:]:
+        others = sorted((d for d in runs if d != accepted_run), key=lambda d: _run_started(d[4:], dsn),
+                        reverse=True)
+        doomed = others[keep_attempts:]
+        if drop_accepted and accepted_run in runs:
+            doomed.append(accepted_run)
+            with db.transaction(dsn) as cur:
+                lock_partition(cur, pipeline, partition)
+                cur.execute("""UPDATE ingest_partitions SET staged_uri = NULL,
+                                   extra = extra || jsonb_build_object('pruned_at', now()::text)
+                               WHERE pipeline = %s AND partition_key = %s AND run_id = %s""",
+                            (pipeline, partition, row["run_id"]))
+        for name in doomed:
             root.remove_dir(f"{pipeline}/staged/{part_dir}/{name}")
             removed.append(f"{part_dir}/{name}")
     if removed:

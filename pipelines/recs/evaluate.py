@@ -101,7 +101,7 @@ def _popularity(train: sp.csr_matrix, rows: np.ndarray, groups: np.ndarray | Non
         order = np.argsort(seen, axis=1, kind="stable")[:, :K]  # unseen first, in list order
         picked = candidates[order]
         picked[np.take_along_axis(seen, order, axis=1)] = -1
-        out[np.searchsorted(rows, members)] = picked
+        out[np.searchsorted(rows, members), :picked.shape[1]] = picked  # a catalogue under K: padded with -1
     return out
 
 

@@ -17,8 +17,6 @@ import pandas as pd
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
-from pipelines.recs import schema
-
 Weighting = Literal["bm25", "log", "tfidf", "none"]
 PROFILE_FIELDS = ("gender", "age_band", "country")
 
@@ -164,5 +162,7 @@ def history_sizes(plays: sp.csr_matrix) -> np.ndarray:
 
 
 def staged_path(root, day) -> Path:
-    """Local folder of a staged day (downloaded first for an S3 data root)."""
-    return root.local_dir(schema.staged_rel_dir(day))
+    """Local folder of the day's accepted snapshot (downloaded first for an S3 data root)."""
+    from pipelines.recs.ingest import staged_dir
+
+    return staged_dir(root, day)

@@ -786,9 +786,45 @@ def write_snapshot(spec: RecsDataSpec, root_dir: Path, day: date) -> dict:
     tmp = profile_path.with_name(f".{profile_path.name}.tmp-{os.getpid()}")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, profile_path)
+    _write_marker(folder, spec, [plays_path, profile_path])
     result = {"day": day.isoformat(), "users": int(first_user[-1]), "artists": spec.n_artists, "rows": rows,
               "profile_rows": profile_rows, "planted": {k: v for k, v in sorted(planted.items()) if v},
               "normal": dict(sorted(normal.items())), "files": [str(plays_path), str(profile_path)],
               "truth": str(truth)}
     log.info("wrote recs snapshot %s: %d rows, %d users, planted %s", day, rows, result["users"], result["planted"])
     return result
+
+
+# ------------------------------------------------------------------------------------------ marker
+MARKER = "_generated.json"
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _write_marker(folder: Path, spec: RecsDataSpec, files: list[Path]) -> None:
+    """Tie the snapshot to its truth: the files written and their hashes, and which truth planted them (readers
+    ignore ``_``-prefixed files, so the marker is never taken for data)."""
+    marker = {"truth": Path(schema.truth_rel_dir(spec.seed)).name, "fingerprint": spec.fingerprint(),
+              "files": {p.name: _sha256(p) for p in files}}
+    tmp = folder / f".{MARKER}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(marker, indent=2))
+    os.replace(tmp, folder / MARKER)
+
+
+def snapshot_marker_matches(root, day: date) -> dict | None:
+    """The generator's marker of the day's snapshot if the files are still exactly the ones it wrote, else None
+    (a user's own files, or generated files replaced since)."""
+    rel = schema.raw_rel_dir(day)
+    if not root.exists(f"{rel}/{MARKER}"):
+        return None
+    marker = json.loads(root.read_bytes(f"{rel}/{MARKER}"))
+    local = root.local_dir(rel)
+    present = {p.name for p in local.iterdir() if p.is_file() and not p.name.startswith((".", "_"))}
+    if present != set(marker["files"]):
+        return None
+    if any(_sha256(local / name) != digest for name, digest in marker["files"].items()):
+        return None
+    return marker

@@ -1,4 +1,5 @@
-"""Validate one day's Last.fm snapshot out of core (DuckDB) and stage it as dense-id Parquet.
+"""Validate one day's Last.fm snapshot out of core (DuckDB) and stage it as dense-id Parquet, on the platform's
+ingest contract (:mod:`pipelines.ingest`).
 
 Each line is read as one text column and split on tabs in SQL, so a tab inside an artist name (the line then
 has more than four fields) is repaired rather than lost: the fields between the mbid and the plays are the
@@ -8,66 +9,32 @@ recorded too, under :data:`~pipelines.recs.schema.BENIGN_REASONS`, and do not co
 exactly ``schema.clean_artist_name`` / ``schema.artist_key``: Python runs on the distinct raw names only (far
 fewer than rows) and DuckDB joins the result back.
 
-Outputs, under ``schema.staged_rel_dir(day)``: ``interactions``, ``users``, ``artists`` (schemas in
-:mod:`pipelines.recs.schema`), ``quarantine.parquet`` and ``summary.json``, published as one set. Past the
-bad-row threshold, or with nothing valid, only the quarantine and the summary are published (so ops can see
-why) and :class:`~pipelines.errors.RunRejected` is raised.
+The run stages ``interactions``, ``users`` and ``artists`` (schemas in :mod:`pipelines.recs.schema`) and
+``quarantine.parquet`` in its own folder; the contract decides (the worse of the two files' bad shares against
+``max_bad_share``, and no valid play or profile row rejects the day), publishes and commits the quarantine and
+the day's status last. Readers use only the accepted run (:func:`staged_dir`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import shutil
-import tempfile
 import time
-from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
 
 import pyarrow as pa
 
-from pipelines import db
-from pipelines.errors import MissingPartitionError, RunRejected
+from pipelines import ingest
+from pipelines.days import day_interval
+from pipelines.errors import MissingPartitionError
 from pipelines.recs import schema
 from pipelines.storage import DataRoot
 
 log = logging.getLogger(__name__)
 
 STAGED_FILES = ("interactions.parquet", "users.parquet", "artists.parquet", "quarantine.parquet", "summary.json")
-
-
-@dataclass
-class SnapshotValidation:
-    """What validation found in one day's snapshot."""
-
-    day: str
-    rows_read: int = 0  # lines of the plays file
-    rows_valid: int = 0  # play lines kept (duplicates still counted separately)
-    rows_bad: int = 0
-    profile_rows_read: int = 0
-    profile_rows_valid: int = 0  # profile lines kept (the first of each user)
-    profile_rows_bad: int = 0
-    interactions: int = 0  # (user, artist) pairs after merging duplicates
-    users: int = 0
-    users_with_profile: int = 0
-    cold_start_users: int = 0  # a profile and no plays
-    artists: int = 0
-    reasons: dict[str, int] = field(default_factory=dict)
-    status: str = "accepted"
-    staged_uri: str | None = None
-
-    @property
-    def bad_share(self) -> float:
-        """The worse of the two files' shares of bad lines (a broken profile file must not hide behind plays)."""
-        plays = self.rows_bad / self.rows_read if self.rows_read else 0.0
-        profile = self.profile_rows_bad / self.profile_rows_read if self.profile_rows_read else 0.0
-        return max(plays, profile)
-
-    def as_dict(self) -> dict:
-        return {**asdict(self), "bad_share": round(self.bad_share, 6),
-                "rows_quarantined": sum(self.reasons.values())}
+#: The two files of a snapshot, any compression; anything else in the folder is reported as unsupported.
+FILES = {"plays": schema.PLAYS_FILE, "profile": schema.PROFILE_FILE}
 
 
 def _duckdb(workdir: Path):
@@ -243,17 +210,28 @@ FROM reader_rejects
 """
 
 
-def _read(con, plays: Path, profile: Path) -> None:
-    """Load both files: plays parsed on the way in (no order needed), profile lines in file order."""
-    con.execute(_PLAYS_RAW.format(reader=_lines(plays, "rej_plays")))
-    con.execute("SET preserve_insertion_order = true")  # rowid = file order: "the first profile row" wins
-    con.execute(f"CREATE TABLE profile_lines AS SELECT line FROM {_lines(profile, 'rej_profile')} "
-                "WHERE line IS NOT NULL")
+def _read(con, plays: Path, profile: Path, result: ingest.IngestResult) -> bool:
+    """Load both files: plays parsed on the way in (no order needed), profile lines in file order. A file
+    DuckDB cannot read (a truncated gzip stream) is reported on ``result``; returns whether both were read."""
+    steps = (  # (file, SQL, keep file order): profile rowid = file order, so "the first profile row" wins
+        (plays, _PLAYS_RAW.format(reader=_lines(plays, "rej_plays")), False),
+        (profile, f"CREATE TABLE profile_lines AS SELECT line FROM {_lines(profile, 'rej_profile')} "
+                  "WHERE line IS NOT NULL", True),
+    )
+    for path, sql, ordered in steps:
+        con.execute(f"SET preserve_insertion_order = {str(ordered).lower()}")
+        try:
+            con.execute(sql)
+        except Exception as exc:  # duckdb.Error: the file is reported, the day rejected, nothing staged
+            result.unread(path.name, "unreadable_file", ingest.short_error(exc))
     con.execute("SET preserve_insertion_order = false")
+    if result.files_unread:
+        return False
     con.execute("CREATE TABLE reader_rejects (source VARCHAR, line BIGINT, detail VARCHAR, csv_line VARCHAR)")
     for table, source in (("rej_plays", schema.PLAYS_FILE), ("rej_profile", schema.PROFILE_FILE)):
         con.execute(f"INSERT INTO reader_rejects SELECT ?, line, string_agg(DISTINCT error_type, '; '), "
                     f"any_value(csv_line) FROM {table} GROUP BY line", [source])
+    return True
 
 
 def _clean_names(con) -> None:
@@ -277,37 +255,41 @@ def _count(con, sql: str, params: list | None = None) -> int:
     return int(con.execute(sql, params or []).fetchone()[0])
 
 
-def _summarise(con, result: SnapshotValidation) -> None:
+def _summarise(con, result: ingest.IngestResult) -> None:
     reasons = dict(con.execute("SELECT reason, count(*) FROM quarantine GROUP BY reason ORDER BY reason").fetchall())
-    result.reasons = {r: int(n) for r, n in reasons.items()}
+    for reason, n in reasons.items():
+        result.add(reason, int(n))
     by_file = dict(con.execute(
         "SELECT source, count(*) FROM quarantine WHERE reason IN (SELECT unnest($bad)) GROUP BY source",
         {"bad": sorted({*schema.PLAYS_BAD_REASONS, *schema.PROFILE_BAD_REASONS})}).fetchall())
-    result.rows_bad = int(by_file.get(schema.PLAYS_FILE, 0))
-    result.profile_rows_bad = int(by_file.get(schema.PROFILE_FILE, 0))
     rejects = dict(con.execute("SELECT source, count(*) FROM reader_rejects GROUP BY source").fetchall())
+    extra = result.extra
     result.rows_read = _count(con, "SELECT count(*) FROM plays") + int(rejects.get(schema.PLAYS_FILE, 0))
-    result.profile_rows_read = (_count(con, "SELECT count(*) FROM profile_lines")
-                                + int(rejects.get(schema.PROFILE_FILE, 0)))
     result.rows_valid = _count(con, "SELECT count(*) FROM plays WHERE reason IS NULL")
-    result.profile_rows_valid = _count(con, "SELECT count(*) FROM profile WHERE reason IS NULL")
-    result.interactions = _count(con, "SELECT count(*) FROM pairs")
-    result.users, result.users_with_profile, result.cold_start_users = (int(v) for v in con.execute(
+    extra["rows_bad_plays"] = int(by_file.get(schema.PLAYS_FILE, 0))
+    extra["profile_rows_bad"] = int(by_file.get(schema.PROFILE_FILE, 0))
+    extra["profile_rows_read"] = (_count(con, "SELECT count(*) FROM profile_lines")
+                                  + int(rejects.get(schema.PROFILE_FILE, 0)))
+    extra["profile_rows_valid"] = _count(con, "SELECT count(*) FROM profile WHERE reason IS NULL")
+    extra["interactions"] = _count(con, "SELECT count(*) FROM pairs")
+    extra["users"], extra["users_with_profile"], extra["cold_start_users"] = (int(v) for v in con.execute(
         "SELECT count(*), count(*) FILTER (has_profile), count(*) FILTER (n_artists = 0) FROM users").fetchone())
-    result.artists = _count(con, "SELECT count(*) FROM artists")
+    extra["artists"] = _count(con, "SELECT count(*) FROM artists")
+    if result.rows_valid and not extra["profile_rows_valid"]:
+        result.reject(f"no valid profile row ({extra['profile_rows_read']} lines read); the profile export looks "
+                      "broken")
 
 
-def _rejection(result: SnapshotValidation, max_bad_share: float) -> str | None:
-    if result.bad_share > max_bad_share:
-        return (f"{result.day}: {result.bad_share:.2%} of lines are bad (threshold {max_bad_share:.2%}): "
-                f"{result.rows_bad} of {result.rows_read} play lines, {result.profile_rows_bad} of "
-                f"{result.profile_rows_read} profile lines; reasons {result.reasons}. Rows are in the quarantine.")
-    if result.rows_valid == 0:
-        return f"{result.day}: no valid play row ({result.rows_read} lines read, reasons {result.reasons})"
-    if result.profile_rows_valid == 0:
-        return (f"{result.day}: no valid profile row ({result.profile_rows_read} lines read); the profile export "
-                "looks broken")
-    return None
+def bad_share(result: ingest.IngestResult) -> float:
+    """The worse of the two files' shares of bad lines (a broken profile file must not hide behind plays)."""
+    extra = result.extra
+    plays = extra.get("rows_bad_plays", 0) / result.rows_read if result.rows_read else 0.0
+    profile_read = extra.get("profile_rows_read", 0)
+    profile = extra.get("profile_rows_bad", 0) / profile_read if profile_read else 0.0
+    extra["bad_share_rule"] = (f"the worse of plays {plays:.2%} and profile {profile:.2%}: "
+                               f"{extra.get('rows_bad_plays', 0)} of {result.rows_read} play lines, "
+                               f"{extra.get('profile_rows_bad', 0)} of {profile_read} profile lines")
+    return max(plays, profile)
 
 
 _COPIES = {
@@ -320,92 +302,85 @@ _COPIES = {
 }
 
 
-def _build(local: Path, workdir: Path, build: Path, result: SnapshotValidation, max_bad_share: float) -> str | None:
-    """Validate in DuckDB and write the staged files into ``build``; returns why the day is rejected, if it is."""
-    con = _duckdb(workdir)
-    try:
-        _read(con, local / schema.PLAYS_FILE, local / schema.PROFILE_FILE)
-        _clean_names(con)
-        con.execute(_PLAYS_CHECKED)
-        con.execute("DROP TABLE plays_raw")
-        con.execute(_PROFILE)
-        con.execute(_MODEL)
-        con.execute(_QUARANTINE, {"plays": schema.PLAYS_FILE, "profile": schema.PROFILE_FILE})
-        _summarise(con, result)
-        reason = _rejection(result, max_bad_share)
-        result.status = "rejected" if reason else "accepted"
-        con.execute(f"COPY (SELECT source, reason, detail, record FROM quarantine ORDER BY source, reason, record, "
-                    f"detail) TO {_quoted(build / 'quarantine.parquet')} (FORMAT parquet)")
-        if not reason:  # a rejected day stages its quarantine only: nothing downstream may read it
+def _snapshot_files(root: DataRoot, day: date, result: ingest.IngestResult, workdir: Path) -> dict[str, Path]:
+    """``{"plays": path, "profile": path}`` (any case and compression); other files are reported."""
+    rel = schema.raw_rel_dir(day)
+    found: dict[str, ingest.DropFile] = {}
+    readable, unsupported = ingest.drop_files(root, rel, ("tsv",))
+    for item in readable:
+        stem = item.name.lower().split(".tsv")[0] + ".tsv"
+        kind = next((k for k, name in FILES.items() if stem == name), None)
+        if kind is None or kind in found:
+            result.unread(item.name, "unsupported_file", f"not one of the snapshot's files {sorted(FILES.values())}")
+        else:
+            found[kind] = item
+    for item in unsupported:
+        result.unread(item.name, "unsupported_file", f"not one of the snapshot's files {sorted(FILES.values())}")
+    missing = [FILES[k] for k in FILES if k not in found]
+    if missing:
+        raise MissingPartitionError(f"recs snapshot for {day} incomplete: {missing} missing under {root.join(rel)}")
+    paths = {}
+    for kind, item in found.items():
+        try:
+            paths[kind] = ingest.plain_path(item, workdir)
+        except Exception as exc:  # a broken bz2 stream
+            result.unread(item.name, "unreadable_file", ingest.short_error(exc))
+    return paths
+
+
+def _validator(day: date, root: DataRoot) -> ingest.Validator:
+    def validate(staging: ingest.Workspace, result: ingest.IngestResult) -> None:
+        started = time.perf_counter()
+        paths = _snapshot_files(root, day, result, staging.workdir)
+        if len(paths) < len(FILES):
+            return  # a file could not be opened: reported, the day is rejected
+        con = _duckdb(staging.workdir)
+        try:
+            if not _read(con, paths["plays"], paths["profile"], result):
+                return
+            result.files = [p.name for p in paths.values()]
+            _clean_names(con)
+            con.execute(_PLAYS_CHECKED)
+            con.execute("DROP TABLE plays_raw")
+            con.execute(_PROFILE)
+            con.execute(_MODEL)
+            con.execute(_QUARANTINE, {"plays": schema.PLAYS_FILE, "profile": schema.PROFILE_FILE})
+            _summarise(con, result)
+            con.execute(f"COPY (SELECT source, reason, detail, record FROM quarantine ORDER BY source, reason, "
+                        f"record, detail) TO {_quoted(staging.path('quarantine.parquet'))} (FORMAT parquet)")
             for name, query in _COPIES.items():
-                con.execute(f"COPY ({query}) TO {_quoted(build / name)} (FORMAT parquet)")
-    finally:
-        con.close()
-    (build / "summary.json").write_text(json.dumps(result.as_dict(), indent=2))
-    return reason
+                con.execute(f"COPY ({query}) TO {_quoted(staging.path(name))} (FORMAT parquet)")
+        finally:
+            con.close()
+        result.extra["seconds"] = round(time.perf_counter() - started, 3)
+
+    return validate
 
 
-def validate_snapshot(day: date, root: DataRoot | None = None, max_bad_share: float = 0.05) -> SnapshotValidation:
-    """Validate one day's snapshot and stage it (or only its quarantine, when rejected) under the data root.
+def validate_snapshot(day: date, root: DataRoot | None = None, max_bad_share: float = 0.05) -> ingest.IngestResult:
+    """Validate one day's snapshot under the ingest contract and stage it in the run's own folder.
 
     Raises:
         MissingPartitionError: a file of the day is missing (retryable: the drop may be late).
-        RunRejected: bad lines above ``max_bad_share`` in either file, or no valid play or profile row.
+        RunRejected: bad lines above ``max_bad_share`` in either file, no valid play or profile row, or a file
+            that cannot be read.
     """
     root = root or DataRoot()
-    raw_rel, rel = schema.raw_rel_dir(day), schema.staged_rel_dir(day)
-    missing = [n for n in (schema.PLAYS_FILE, schema.PROFILE_FILE) if not root.exists(f"{raw_rel}/{n}")]
-    if missing:
-        raise MissingPartitionError(f"recs snapshot for {day} incomplete: {missing} missing under {root.join(raw_rel)}")
-    local = root.local_dir(raw_rel)
-    result = SnapshotValidation(day=day.isoformat(), staged_uri=root.join(rel))
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="recs-ingest-") as tmp:
-        if root.is_s3:
-            build = Path(tmp) / "staged"
-        else:  # next to the destination, so the final rename stays on one file system
-            dest = root.base / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            build = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-            shutil.rmtree(build, ignore_errors=True)
-        build.mkdir(parents=True)
-        try:
-            reason = _build(local, Path(tmp), build, result, max_bad_share)
-            root.put_dir(build, rel, last="summary.json")  # readers start from summary.json
-        finally:
-            shutil.rmtree(build, ignore_errors=True)
-    log.info("validated recs %s in %.1fs: %s", day, time.perf_counter() - started, result.as_dict())
-    if reason:
-        raise RunRejected(reason)
+    result = ingest.run_ingest(schema.PIPELINE, day.isoformat(), _validator(day, root), max_bad_share=max_bad_share,
+                               params={"day": day}, interval=day_interval(day), root=root,
+                               benign_reasons=schema.BENIGN_REASONS, bad_share=bad_share)
+    log.info("validated recs %s: %s", day, result.as_dict())
     return result
 
 
-def write_quarantine(day: date, root: DataRoot | None = None, dsn: str | None = None) -> int:
-    """Replace the day's ``recs`` rows of the ``quarantine`` table with the staged ones, in one transaction."""
-    import duckdb
+def inspect_snapshot(day: date, root: DataRoot | None = None, max_bad_share: float = 0.05,
+                     workspace: ingest.Workspace | None = None) -> ingest.IngestResult:
+    """:func:`validate_snapshot` without PostgreSQL or publishing (previews, unit tests, fuzzing)."""
+    return ingest.inspect(schema.PIPELINE, day.isoformat(), _validator(day, root or DataRoot()),
+                          max_bad_share=max_bad_share, benign_reasons=schema.BENIGN_REASONS, bad_share=bad_share,
+                          workspace=workspace)
 
-    from pipelines.migrate import ensure_schema
-    from pipelines.settings import pg_dsn
 
-    root = root or DataRoot()
-    rel = schema.staged_rel_dir(day)
-    if not root.exists(f"{rel}/quarantine.parquet"):
-        raise MissingPartitionError(f"recs {day} has not been validated: no quarantine under {root.join(rel)}")
-    staged = root.local_dir(rel)
-    dsn = dsn or pg_dsn()
-    ensure_schema(dsn)
-    with tempfile.TemporaryDirectory(prefix="recs-quarantine-") as tmp:
-        csv_path = Path(tmp) / "quarantine.csv"
-        con = duckdb.connect()
-        con.execute(f"COPY (SELECT '{schema.PIPELINE}' AS pipeline, '{day.isoformat()}' AS partition_key, source, "
-                    f"reason, detail, record FROM {_quoted(staged / 'quarantine.parquet')}) TO {_quoted(csv_path)} "
-                    "(FORMAT csv, HEADER true)")
-        con.close()
-        with db.transaction(dsn) as cur, open(csv_path) as stream:
-            db.advisory_xact_lock(cur, f"recs.quarantine.{day}")
-            cur.execute("DELETE FROM quarantine WHERE pipeline = %s AND partition_key = %s",
-                        (schema.PIPELINE, day.isoformat()))
-            n = db.copy_csv(cur, "quarantine", ["pipeline", "partition_key", "source", "reason", "detail", "record"],
-                            stream)
-    log.info("recs %s: %d quarantine rows in Postgres", day, n)
-    return n
+def staged_dir(root: DataRoot, day: date) -> Path:
+    """Local folder of the day's accepted snapshot (mirrored from S3 when needed)."""
+    return ingest.accepted_dir(schema.PIPELINE, day.isoformat(), root)

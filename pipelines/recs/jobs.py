@@ -18,26 +18,27 @@ Data root layout::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import math
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from pipelines import registry
+from pipelines import db, registry
 from pipelines.days import as_day as _day
 from pipelines.days import day_interval as _interval
-from pipelines.errors import RunRejected
-from pipelines.migrate import ensure_schema
+from pipelines.errors import PipelineError
 from pipelines.recs import schema
-from pipelines.settings import get_settings, pg_dsn
+from pipelines.settings import get_settings
 from pipelines.storage import DataRoot
 
 log = logging.getLogger(__name__)
@@ -81,30 +82,35 @@ def generate(day: str | date, **overrides) -> dict:
     return write_snapshot(RecsDataSpec(**values), root.base, _day(day))
 
 
+def snapshot_ready(day: str | date) -> bool:
+    """Whether both files of the day's snapshot have arrived (what ``wait_for_snapshot`` pokes)."""
+    root = DataRoot()
+    names = {Path(r).name.lower() for r in root.list(schema.raw_rel_dir(_day(day)))}
+    return all(any(n == f or n.startswith(f + ".") for n in names) for f in (schema.PLAYS_FILE, schema.PROFILE_FILE))
+
+
 def validate(day: str | date, max_bad_share: float | None = None) -> dict:
-    """Validate and stage a day's snapshot; bad rows go to the quarantine table; past the threshold, raise."""
+    """Validate and stage a day's snapshot under the ingest contract; bad rows go to the quarantine table;
+    past the threshold, raise (the previous accepted snapshot of the day, if any, stays)."""
     from pipelines.recs import ingest
 
     day = _day(day)
     threshold = get_settings().max_bad_share if max_bad_share is None else max_bad_share
-    ensure_schema(pg_dsn())
-    root = DataRoot()
-    with registry.track_run(schema.PIPELINE, "ingest", params={"day": day, "max_bad_share": threshold},
-                            interval=_interval(day)) as run:
-        run.artifact_uri = root.join(schema.staged_rel_dir(day))
-        try:
-            result = ingest.validate_snapshot(day, root, threshold)
-        except RunRejected:
-            if root.exists(f"{schema.staged_rel_dir(day)}/quarantine.parquet"):
-                ingest.write_quarantine(day, root)
-            raise
-        ingest.write_quarantine(day, root)
-        summary = result.as_dict()
-        run.summary = summary
-        run.log_metrics({k: summary[k] for k in ("rows_read", "rows_valid", "bad_share", "users", "artists")
-                         if isinstance(summary.get(k), int | float)})
-        run.log_metrics({f"reason_{r}": n for r, n in summary.get("reasons", {}).items()}, segment=f"day={day}")
-    return {**summary, "run_id": str(run.run_id)}
+    result = ingest.validate_snapshot(day, DataRoot(), threshold)
+    return {**result.as_dict(), **result.extra, "day": day.isoformat()}
+
+
+def model_params(params: Mapping[str, Any] | None) -> dict:
+    """The model's parameters out of a DAG's Params (the rest, e.g. ``day`` or ``eval_users``, are not part of
+    the version)."""
+    from pipelines.recs.features import ModelParams
+
+    return ModelParams.from_mapping(dict(params or {})).as_dict()
+
+
+def shard_label(shard: dict) -> str:
+    """How a mapped shard task is labelled in the UI: its number and user range."""
+    return f"shard {shard['shard']}: users {shard['start']}-{shard['stop'] - 1}"
 
 
 # -- build: fit once, plan the shards ---------------------------------------------------------------------
@@ -234,8 +240,48 @@ def write_shard(shard: dict, threads: int = 4) -> dict:
     return {**shard, "written": shard["users"], "skipped": False, "write": stats}
 
 
-def publish(version: str, written: list[dict]) -> dict:
-    """Check every shard landed, write the cold-start lists, then switch the served version in one write."""
+@contextlib.contextmanager
+def _publish_lock() -> Iterator[None]:
+    """One lock for everything that changes what readers see or may see (publish, cleanup), across runs,
+    backfills and workers: a PostgreSQL advisory lock held for the block."""
+    with db.transaction() as cur:
+        db.advisory_xact_lock(cur, "recs.publish")
+        yield
+
+
+def _live_ndcg(version: str) -> float | None:
+    """The live version's held-out NDCG@10, as its own evaluation recorded it (None if never evaluated)."""
+    rows = db.query("""SELECT m.value FROM runs r JOIN run_metrics m USING (run_id)
+                       WHERE r.pipeline = %s AND r.kind = 'evaluate' AND r.status = 'success'
+                         AND r.model_version = %s AND m.name = 'ndcg_at_10' AND m.segment = ''
+                       ORDER BY r.finished_at DESC LIMIT 1""", (schema.PIPELINE, version))
+    return rows[0]["value"] if rows else None
+
+
+def quality_gate(evaluated: dict | None, live_version: str | None, tolerance: float | None) -> dict:
+    """Whether a version may replace the live one: its held-out NDCG@10 is at least (1 - tolerance) x the live
+    version's. Not applied (and said so) without a live version, an evaluation, or a tolerance."""
+    if tolerance is None or tolerance >= 1:
+        return {"passed": True, "applied": False, "why": "no quality gate (tolerance >= 1)"}
+    if live_version is None:
+        return {"passed": True, "applied": False, "why": "nothing is live yet"}
+    new = ((evaluated or {}).get("metrics") or {}).get(MODEL_NAME, {}).get("ndcg_at_10")
+    if new is None:
+        why = (evaluated or {}).get("reason") or "the new version was not evaluated"
+        return {"passed": True, "applied": False, "why": f"not applied: {why}"}
+    live = _live_ndcg(live_version)
+    if live is None:
+        return {"passed": True, "applied": False, "why": f"the live version {live_version} has no evaluation"}
+    floor = (1 - tolerance) * live
+    return {"passed": new >= floor, "applied": True, "new_ndcg_at_10": new, "live_ndcg_at_10": live,
+            "floor": floor, "why": f"NDCG@10 {new:.4f} vs live {live:.4f} (floor {floor:.4f} at tolerance "
+                                   f"{tolerance:.0%})"}
+
+
+def publish(version: str, written: list[dict], evaluated: dict | None = None,
+            quality_tolerance: float | None = None) -> dict:
+    """Check every shard landed and the quality gate, write the cold-start lists, then switch the served version
+    in one conditional write; under the publish lock, so no cleanup or other publish runs meanwhile."""
     import pandas as pd
 
     from pipelines.recs.dynamo import RecsStore
@@ -246,7 +292,8 @@ def publish(version: str, written: list[dict]) -> dict:
     manifest = _manifest(root, version)
     day = _day(manifest["day"])
     with registry.track_run(schema.PIPELINE, "publish", model_name=MODEL_NAME, model_version=version,
-                            params={"version": version}, interval=_interval(day)) as run:
+                            params={"version": version, "quality_tolerance": quality_tolerance},
+                            interval=_interval(day)) as run, _publish_lock():
         store = RecsStore()
         store.ensure_table()
         if any(w.get("skipped") for w in written) or _newer_version_is_live(store, day):
@@ -257,8 +304,16 @@ def publish(version: str, written: list[dict]) -> dict:
         done = {w["shard"] for w in written if w.get("written") == w.get("users")}
         users = sum(w["written"] for w in written)
         if done != expected or users != manifest["n_users"]:
-            raise RuntimeError(f"{version}: shards {sorted(expected - done)} missing or short "
-                               f"({users} of {manifest['n_users']} users written); not publishing")
+            raise PipelineError(f"{version}: shards {sorted(expected - done)} missing or short "
+                                f"({users} of {manifest['n_users']} users written); not publishing")
+        current = store.current()
+        live = current["current_version"] if current and current["current_version"] != version else None
+        gate = quality_gate(evaluated, live, quality_tolerance)
+        run.summary = {"quality_gate": gate}
+        if not gate["passed"]:
+            raise PipelineError(f"not publishing {version}: it fails the quality gate against the live {live}: "
+                                f"{gate['why']}. The live version stays; raise quality_tolerance to force it.")
+        log.info("quality gate for %s: %s", version, gate["why"])
         model_dir = root.local_dir(f"{_version_rel(version)}/model")
         model = UserUserModel.load(model_dir)
         artists = pd.read_parquet(model_dir / "artists.parquet").set_index("artist_idx").sort_index()
@@ -272,7 +327,7 @@ def publish(version: str, written: list[dict]) -> dict:
                 sources[k] = sources.get(k, 0) + v
         write_s = sum(w.get("write", {}).get("seconds", 0) for w in written)
         run.summary = {"published": published, "users": users, "fallback_lists": len(fallbacks),
-                       "sources": sources, "shards": len(written),
+                       "sources": sources, "shards": len(written), "quality_gate": gate,
                        "sample_user": next((w["sample_user"] for w in written if w.get("sample_user")), None)}
         run.log_metrics({"users_written": users, "fallback_lists": len(fallbacks),
                          "cf_share": sources.get("user_user_cf", 0) / users if users else 0,
@@ -280,7 +335,8 @@ def publish(version: str, written: list[dict]) -> dict:
         manifest["published"] = published
         manifest["published_at"] = datetime.now(UTC).isoformat()
         _write_manifest(root, version, manifest)
-    return {"version": version, "published": published, "users": users, "run_id": str(run.run_id)}
+    return {"version": version, "published": published, "users": users, "quality_gate": gate,
+            "run_id": str(run.run_id)}
 
 
 # -- evaluation ---------------------------------------------------------------------------------------------
@@ -299,7 +355,14 @@ def evaluate(day: str | date, params: dict | None = None, eval_users: int = 5000
     with registry.track_run(schema.PIPELINE, "evaluate", model_name=MODEL_NAME, model_version=version,
                             params={**model_params.as_dict(), **asdict(config)}, interval=_interval(day)) as run:
         snapshot = load_snapshot(staged_path(root, day))
-        result = run_evaluation(snapshot, model_params, config, oracle=_oracle_for(root))
+        evaluable = int((snapshot.plays.getnnz(axis=1) >= config.min_items).sum())
+        if evaluable == 0:  # nobody has enough history to hold any out: say so, write no metric (never NaN)
+            reason = (f"no user of the {day} snapshot has {config.min_items} or more artists to hold some out; "
+                      "nothing to evaluate")
+            log.warning("recs evaluation skipped: %s", reason)
+            run.summary = {"skipped": True, "reason": reason}
+            return {"version": version, "skipped": True, "reason": reason, "run_id": str(run.run_id)}
+        result = run_evaluation(snapshot, model_params, config, oracle=_oracle_for(root, day))
         table = result.table()
         run.log_metrics(result.metrics[MODEL_NAME])
         for name, metrics in result.metrics.items():
@@ -325,18 +388,20 @@ def evaluate(day: str | date, params: dict | None = None, eval_users: int = 5000
             "run_id": str(run.run_id), "report": run.artifact_uri}
 
 
-def _oracle_for(root: DataRoot):
-    """The generator's planted preferences, when the snapshot is generated data (its truth lies beside it)."""
-    if root.is_s3 or not root.exists("recs/truth"):
-        return None
-    from pipelines.recs.generate import Truth
+def _oracle_for(root: DataRoot, day: date):
+    """The generator's planted preferences, when the day's snapshot is generated data: the generator leaves a
+    marker (``_generated.json``) beside the files it wrote, with their hashes. A user's own files (no marker,
+    or files changed since) get no oracle, whatever truth lies elsewhere in the data root."""
+    from pipelines.recs.generate import Truth, snapshot_marker_matches
 
-    seeds = root.list_dirs("recs/truth")
-    if len(seeds) != 1:
-        log.warning("not reporting the oracle: %d generated truths under recs/truth", len(seeds))
+    marker = snapshot_marker_matches(root, day)
+    if marker is None:
         return None
-    truth = Truth.load_dir(root.base / "recs" / "truth" / seeds[0])
-    return truth.preference
+    folder = f"recs/truth/{marker['truth']}"
+    if not root.exists(f"{folder}/meta.json"):
+        log.warning("not reporting the oracle: the truth %s named by the %s marker is missing", folder, day)
+        return None
+    return Truth.load_dir(root.local_dir(folder)).preference
 
 
 def _fmt(value: float | None) -> str:
@@ -358,47 +423,72 @@ def _report_markdown(version: str, day: date, result, table) -> str:
 
 # -- cleanup ------------------------------------------------------------------------------------------------
 
-def cleanup(keep: int = 2) -> dict:
-    """Delete every version but the live one and the ``keep - 1`` before it, in DynamoDB and the data root."""
+def _version_day(version: str) -> str:
+    return f"{version[:4]}-{version[4:6]}-{version[6:8]}"
+
+
+def cleanup(keep: int = 2, keep_staged_days: int = 7) -> dict:
+    """Delete versions no reader needs, in DynamoDB and the data root, and staged snapshots past retention.
+
+    Under the publish lock. A version is deleted only if it is not one of the ``keep`` newest published ones
+    (the live one and those kept for rollback) **and** its snapshot day is older than the live version's: such a
+    version can never be published any more, so a version another run is still building (same or newer day)
+    is never touched. Staged snapshots: each day's accepted run and its newest other attempt are kept for
+    ``keep_staged_days`` days after the live day, then removed (see :func:`pipelines.ingest.prune_staging`).
+    """
     import pyarrow.parquet as pq
 
+    from pipelines import ingest as contract
     from pipelines.recs.dynamo import RecsStore
 
     root = DataRoot()
-    store = RecsStore()
-    store.ensure_table()
-    kept = store.versions()[:max(1, keep)]  # the live version first, then the ones it replaced
-    removed, deleted_items = [], 0
-    for version in root.list_dirs("recs/versions"):
-        if version in kept:
-            continue
-        shards_dir = f"{_version_rel(version)}/shards"
-        user_ids: list[str] = []
-        for rel in root.list(shards_dir):
-            local = root.local_dir(shards_dir) / Path(rel).name
-            user_ids.extend(pq.read_table(local, columns=["user_id"]).column("user_id").to_pylist())
-        model_dir = f"{_version_rel(version)}/model"
-        if root.exists(f"{model_dir}/fallback.json"):
-            groups = json.loads((root.local_dir(model_dir) / "fallback.json").read_text())
-            user_ids.extend(schema.fallback_key(g["country"], g["band"]) for g in groups)
-        deleted_items += store.delete_version(version, user_ids)
-        root.remove_dir(_version_rel(version))
-        removed.append(version)
-    log.info("cleanup kept %s, removed %s (%d DynamoDB items)", kept, removed, deleted_items)
-    return {"kept": kept, "removed": removed, "deleted_items": deleted_items}
+    with _publish_lock():
+        store = RecsStore()
+        store.ensure_table()
+        published = store.versions()
+        if not published:
+            return {"kept": [], "removed": [], "deleted_items": 0, "reason": "nothing published yet"}
+        kept = published[:max(1, keep)]  # the live version first, then the ones it replaced
+        live_day = _version_day(published[0])
+        removed, deleted_items, spared = [], 0, []
+        for version in root.list_dirs("recs/versions"):
+            if version in kept:
+                continue
+            if _version_day(version) >= live_day:
+                spared.append(version)  # same or newer day: maybe being built by another run right now
+                continue
+            shards_dir = f"{_version_rel(version)}/shards"
+            user_ids: list[str] = []
+            for rel in root.list(shards_dir):
+                local = root.local_dir(shards_dir) / Path(rel).name
+                user_ids.extend(pq.read_table(local, columns=["user_id"]).column("user_id").to_pylist())
+            model_dir = f"{_version_rel(version)}/model"
+            if root.exists(f"{model_dir}/fallback.json"):
+                groups = json.loads((root.local_dir(model_dir) / "fallback.json").read_text())
+                user_ids.extend(schema.fallback_key(g["country"], g["band"]) for g in groups)
+            deleted_items += store.delete_version(version, user_ids)
+            root.remove_dir(_version_rel(version))
+            removed.append(version)
+    cutoff = (_day(live_day) - timedelta(days=keep_staged_days)).isoformat()
+    staged = contract.prune_staging(schema.PIPELINE, keep_attempts=1, before=cutoff, drop_accepted=True)
+    log.info("cleanup kept %s, spared %s, removed %s (%d DynamoDB items); staged runs removed: %d", kept, spared,
+             removed, deleted_items, len(staged["removed"]))
+    return {"kept": kept, "spared": spared, "removed": removed, "deleted_items": deleted_items,
+            "staged_removed": staged["removed"]}
 
 
 # -- everything, without Airflow ----------------------------------------------------------------------------
 
 def run_day(day: str | date, params: dict | None = None, *, max_bad_share: float | None = None,
-            shard_users: int = 50_000, evaluate_users: int | None = 5000, keep: int = 2) -> dict:
+            shard_users: int = 50_000, evaluate_users: int | None = 5000, keep: int = 2,
+            quality_tolerance: float | None = 0.05) -> dict:
     """What one DAG run does, in one process: validate → build → shards → write → publish → evaluate → cleanup."""
     from tqdm import tqdm
 
     validated = validate(day, max_bad_share)
     built = build(day, params, shard_users)
     written = [write_shard(recommend_shard(s)) for s in tqdm(built["shards"], desc="shards", disable=None)]
-    published = publish(built["version"], written)
     evaluated = evaluate(day, params, evaluate_users) if evaluate_users else None
+    published = publish(built["version"], written, evaluated, quality_tolerance)
     return {"validate": validated, "build": {k: v for k, v in built.items() if k != "shards"},
             "shards": len(written), "publish": published, "evaluate": evaluated, "cleanup": cleanup(keep)}

@@ -4,6 +4,7 @@ a thin proxy around the real client."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 
 import pytest
@@ -204,24 +205,11 @@ def test_publish_switches_atomically_and_never_rolls_back(store):
     # v2 is fully written but not published: every reader still gets v1
     assert {store.get(u).version for u in users} == {"v1"}
 
-    mixed: list[str] = []
-    stop = threading.Event()
-
-    def reader() -> None:  # the API's pattern: one pointer read, then items of that version only
-        while not stop.is_set():
-            version = store.current()["current_version"]
-            got = {store.get(u, version).version for u in users[:10]}
-            if got != {version}:
-                mixed.append(f"{version}: {got}")
-
-    thread = threading.Thread(target=reader)
-    thread.start()
-    try:
-        assert store.publish("v2", generated_on="2024-03-02", item_count=60) is True
-    finally:
-        stop.set()
-        thread.join()
-    assert mixed == []
+    observed = _read_while(store, users[:10], lambda: store.publish("v2", generated_on="2024-03-02",
+                                                                    item_count=60))
+    assert observed["missing"] == []  # every read of the pointed version found its item
+    assert {"v1", "v2"} <= set(observed["versions"])  # the readers really ran across the switch
+    assert observed["versions"] == sorted(observed["versions"])  # and never went back to v1 after it
     assert {store.get(u).version for u in users} == {"v2"}
 
     pointer = store.current()
@@ -235,6 +223,70 @@ def test_publish_switches_atomically_and_never_rolls_back(store):
     # the same day recomputed under a new version name may replace it
     assert store.publish("v2b", generated_on="2024-03-02", item_count=60) is True
     assert store.versions() == ["v2b", "v2", "v1"]
+
+
+def _read_while(store, users: list[str], action, rounds: int = 3) -> dict:
+    """Read like the API (one pointer read, then that version's items) in a thread while ``action`` runs;
+    returns the versions read, in order, and every read whose item was missing."""
+    versions: list[str] = []
+    missing: list[str] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            version = store.current()["current_version"]
+            for u in users:
+                record = store.get(u, version)
+                if record is None or record.version != version:
+                    missing.append(f"{version}/{u}")
+            versions.append(version)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        while len(versions) < rounds:  # reads before the action
+            time.sleep(0.01)
+        action()
+        seen = len(versions)
+        while len(versions) < seen + rounds:  # and after it
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        thread.join()
+    return {"versions": versions, "missing": missing}
+
+
+def test_the_reader_check_catches_a_version_published_before_its_items(store):
+    """The check above can fail: publishing a version whose items are not written is seen by readers."""
+    users = [uid(i) for i in range(10)]
+    store.write_records(records("v1", 10, "2024-03-01"))
+    store.publish("v1", generated_on="2024-03-01", item_count=10)
+    observed = _read_while(store, users, lambda: store.publish("v9", generated_on="2024-03-09", item_count=10))
+    assert observed["missing"] and all(m.startswith("v9/") for m in observed["missing"])
+
+
+def test_two_publishers_racing_end_on_the_newest_with_both_in_history(store):
+    store.write_records(records("v1", 20, "2024-03-01"))
+    store.publish("v1", generated_on="2024-03-01", item_count=20)
+    for version, day in (("v2", "2024-03-02"), ("v3", "2024-03-03")):
+        store.write_records(records(version, 20, day))
+    results: dict[str, bool] = {}
+    barrier = threading.Barrier(2)
+
+    def publisher(version: str, day: str) -> None:
+        barrier.wait()
+        results[version] = store.publish(version, generated_on=day, item_count=20)
+
+    threads = [threading.Thread(target=publisher, args=a) for a in (("v2", "2024-03-02"), ("v3", "2024-03-03"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    pointer = store.current()
+    assert pointer["current_version"] == "v3" and results["v3"] is True
+    # v2 either went live first and was replaced (in the history), or lost the race to the newer v3 (False)
+    assert (results["v2"] and "v2" in store.versions()) or results["v2"] is False
+    assert pointer["revision"] == 2 + int(results["v2"])
 
 
 def test_rerunning_a_version_leaves_identical_contents(store):

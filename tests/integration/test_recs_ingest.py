@@ -1,4 +1,7 @@
-"""The recs ingest on generated and hand-written snapshots: every reason, the staged contract, Postgres."""
+"""The recs ingest on generated and hand-written snapshots: every reason, the staged files, Postgres.
+
+Most tests validate with ``inspect_snapshot`` (the contract's validation and decision, without Postgres) into a
+workspace they read; the others run ``validate_snapshot`` (the whole contract) against a real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -13,11 +16,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import db
+from pipelines import db, ingest
 from pipelines.errors import MissingPartitionError, RunRejected
 from pipelines.recs import schema
 from pipelines.recs.generate import RecsDataSpec, Truth, write_snapshot
-from pipelines.recs.ingest import validate_snapshot, write_quarantine
+from pipelines.recs.ingest import inspect_snapshot, validate_snapshot
 from pipelines.storage import DataRoot
 
 pytestmark = pytest.mark.integration
@@ -42,12 +45,14 @@ STAGED_SCHEMAS = {
 }
 
 
-def _staged(root, day=DAY):
-    return root / schema.staged_rel_dir(day)
+def _inspect(root, max_bad_share: float = 0.05, name: str = "ws"):
+    """Validate DAY into a workspace under the test's folder; returns (result, staged folder)."""
+    workspace = ingest.Workspace(root.parent / name)
+    return inspect_snapshot(DAY, DataRoot(), max_bad_share, workspace), workspace.local
 
 
-def _table(root, name: str, day=DAY) -> list[dict]:
-    return pq.read_table(_staged(root, day) / name).to_pylist()
+def _table(staged, name: str) -> list[dict]:
+    return pq.read_table(staged / name).to_pylist()
 
 
 def _drop(root, plays: list[str | bytes], profile: list[str], day=DAY) -> None:
@@ -65,30 +70,28 @@ def generated(data_root):
 
 def test_quarantine_matches_what_the_generator_planted(generated):
     root, report = generated
-    result = validate_snapshot(DAY, DataRoot())
+    result, staged = _inspect(root)
     assert result.reasons == report["planted"]
-    quarantine = _table(root, "quarantine.parquet")
+    quarantine = _table(staged, "quarantine.parquet")
     assert Counter(r["reason"] for r in quarantine) == Counter(report["planted"])
-    assert result.rows_read == report["rows"] and result.profile_rows_read == report["profile_rows"]
+    assert result.rows_read == report["rows"] and result.extra["profile_rows_read"] == report["profile_rows"]
     bad = sum(r["source"] == schema.PLAYS_FILE and r["reason"] in schema.PLAYS_BAD_REASONS for r in quarantine)
-    assert result.rows_bad == bad and result.rows_valid == report["rows"] - bad
-    assert result.interactions == result.rows_valid - report["planted"]["duplicate_merged"]
-    assert result.cold_start_users == report["normal"]["cold_start_users"]
+    assert result.extra["rows_bad_plays"] == bad and result.rows_valid == report["rows"] - bad
+    assert result.extra["interactions"] == result.rows_valid - report["planted"]["duplicate_merged"]
+    assert result.extra["cold_start_users"] == report["normal"]["cold_start_users"]
     assert result.status == "accepted" and 0 < result.bad_share < 0.05
-    summary = json.loads((_staged(root) / "summary.json").read_text())
-    assert summary["reasons"] == result.reasons and summary["status"] == "accepted"
 
 
 def test_staged_files_follow_the_contract(generated):
     root, _ = generated
-    validate_snapshot(DAY, DataRoot())
+    _, staged = _inspect(root)
     for name, columns in STAGED_SCHEMAS.items():
-        found = pq.read_schema(_staged(root) / name)
+        found = pq.read_schema(staged / name)
         assert {f.name: f.type for f in found} == columns, name
         assert found.names == list(columns), name
-    users = pq.read_table(_staged(root) / "users.parquet").to_pandas()
-    artists = pq.read_table(_staged(root) / "artists.parquet").to_pandas()
-    plays = pq.read_table(_staged(root) / "interactions.parquet").to_pandas()
+    users = pq.read_table(staged / "users.parquet").to_pandas()
+    artists = pq.read_table(staged / "artists.parquet").to_pandas()
+    plays = pq.read_table(staged / "interactions.parquet").to_pandas()
     assert users["user_idx"].tolist() == list(range(len(users)))
     assert users["user_id"].tolist() == sorted(users["user_id"]) and users["user_id"].is_unique
     assert users["user_id"].str.fullmatch(schema.USER_ID_PATTERN[1:-1]).all()
@@ -113,13 +116,12 @@ def test_staged_files_follow_the_contract(generated):
 
 def test_rerun_stages_identical_files(generated):
     root, _ = generated
-    validate_snapshot(DAY, DataRoot())
-    first = {p.name: p.read_bytes() for p in _staged(root).iterdir()}
-    validate_snapshot(DAY, DataRoot())
-    again = {p.name: p.read_bytes() for p in _staged(root).iterdir()}
-    assert set(first) == {*STAGED_SCHEMAS, "summary.json"}
+    _, first_dir = _inspect(root, name="one")
+    _, again_dir = _inspect(root, name="two")
+    first = {p.name: p.read_bytes() for p in first_dir.iterdir()}
+    again = {p.name: p.read_bytes() for p in again_dir.iterdir()}
+    assert set(first) == set(STAGED_SCHEMAS)
     assert first == again
-    assert not [p for p in _staged(root).parent.iterdir() if p.name.startswith(".")]  # no leftovers
 
 
 def test_every_reason_on_a_hand_written_snapshot(data_root):
@@ -156,25 +158,26 @@ def test_every_reason_on_a_hand_written_snapshot(data_root):
         f"{U[7]}\tm\t20",  # malformed_line
         "XYZ\tm\t20\tSpain\tFeb 1, 2007",  # bad_user_id
     ])  # U[5] has plays and no profile
-    result = validate_snapshot(DAY, DataRoot(), max_bad_share=1.0)
+    result, staged = _inspect(data_root, max_bad_share=1.0)
     assert result.reasons == {
         "malformed_line": 3, "bad_user_id": 2, "missing_artist": 2, "bad_plays": 2, "nonpositive_plays": 2,
         "absurd_plays": 2, "tab_in_name_repaired": 1, "duplicate_merged": 1, "bad_age_nulled": 3,
         "bad_gender_nulled": 1, "bad_signup_nulled": 1, "duplicate_profile": 1, "user_without_profile": 1}
-    assert (result.rows_read, result.rows_valid, result.rows_bad) == (21, 10, 11)
-    assert (result.profile_rows_read, result.profile_rows_valid, result.profile_rows_bad) == (9, 6, 2)
-    assert (result.users, result.users_with_profile, result.cold_start_users, result.artists) == (7, 6, 1, 3)
-    artists = {a["artist_key"]: a for a in _table(data_root, "artists.parquet")}
+    extra = result.extra
+    assert (result.rows_read, result.rows_valid, extra["rows_bad_plays"]) == (21, 10, 11)
+    assert (extra["profile_rows_read"], extra["profile_rows_valid"], extra["profile_rows_bad"]) == (9, 6, 2)
+    assert (extra["users"], extra["users_with_profile"], extra["cold_start_users"], extra["artists"]) == (7, 6, 1, 3)
+    artists = {a["artist_key"]: a for a in _table(staged, "artists.parquet")}
     assert set(artists) == {"sigur rós", "the happy engines", "radiohead"}  # six spellings, one artist
     sigur = artists["sigur rós"]
     assert (sigur["artist_name"], sigur["mbid"], sigur["listeners"], sigur["plays"]) == \
            ("Sigur Rós", MBID_A.lower(), 6, 215)
     assert artists["the happy engines"]["artist_name"] == "The Happy Engines"
     assert (artists["radiohead"]["listeners"], artists["radiohead"]["plays"]) == (2, 22)
-    users = {u["user_id"]: u for u in _table(data_root, "users.parquet")}
+    users = {u["user_id"]: u for u in _table(staged, "users.parquet")}
     assert set(users) == {U[i] for i in range(7)}
     idx = {a["artist_key"]: a["artist_idx"] for a in artists.values()}
-    pairs = {(r["user_idx"], r["artist_idx"]): r["plays"] for r in _table(data_root, "interactions.parquet")}
+    pairs = {(r["user_idx"], r["artist_idx"]): r["plays"] for r in _table(staged, "interactions.parquet")}
     assert pairs[(users[U[1]]["user_idx"], idx["radiohead"])] == 15  # merged by summing
     assert pairs[(users[U[2]]["user_idx"], idx["radiohead"])] == 7
     assert pairs[(users[U[0]]["user_idx"], idx["the happy engines"])] == 32
@@ -189,54 +192,54 @@ def test_every_reason_on_a_hand_written_snapshot(data_root):
     }
     columns = ("gender", "age", "age_band", "country", "signup_date", "has_profile", "n_artists")
     assert {u: tuple(row[c] for c in columns) for u, row in users.items()} == expect
-    quarantine = _table(data_root, "quarantine.parquet")
+    quarantine = _table(staged, "quarantine.parquet")
     assert Counter(q["reason"] for q in quarantine) == Counter(result.reasons)
     assert all(json.loads(q["record"]) for q in quarantine)
     assert {q["source"] for q in quarantine if q["reason"] == "duplicate_profile"} == {schema.PROFILE_FILE}
 
 
-def test_past_the_threshold_the_day_is_rejected_but_its_quarantine_is_staged(data_root, pg_dsn):
+def test_past_the_threshold_the_day_is_rejected_and_quarantined(data_root, pg_dsn):
     report = write_snapshot(dataclasses.replace(SPEC, bad_plays_rate=0.08), data_root, DAY)
-    with pytest.raises(RunRejected, match=r"of lines are bad \(threshold 5.00%\)"):
+    with pytest.raises(RunRejected, match=r"rows are bad \(.*% > threshold 5.00%\).*the worse of plays"):
         validate_snapshot(DAY, DataRoot(), max_bad_share=0.05)
-    staged = _staged(data_root)
-    assert sorted(p.name for p in staged.iterdir()) == ["quarantine.parquet", "summary.json"]
-    assert json.loads((staged / "summary.json").read_text())["status"] == "rejected"
-    reasons = Counter(r["reason"] for r in _table(data_root, "quarantine.parquet"))
+    status = ingest.partition_status("recs", DAY.isoformat())
+    assert status["status"] == "rejected" and ingest.accepted("recs", DAY.isoformat()) is None
+    reasons = {r["reason"]: r["n"] for r in db.query(
+        "SELECT reason, count(*) AS n FROM quarantine WHERE pipeline = 'recs' GROUP BY 1")}
     assert reasons["bad_plays"] == report["planted"]["bad_plays"]
-    assert write_quarantine(DAY) == sum(reasons.values())
-    # A looser threshold accepts the same drop and replaces the rejected set with a full one.
+    assert sum(reasons.values()) == status["rows_quarantined"]
+    # A looser threshold accepts the same drop: readers now get the full staged set.
     assert validate_snapshot(DAY, DataRoot(), max_bad_share=0.2).status == "accepted"
+    staged = ingest.accepted_dir("recs", DAY.isoformat())
     assert sorted(p.name for p in staged.iterdir()) == sorted([*STAGED_SCHEMAS, "summary.json"])
 
 
 def test_no_valid_row_is_rejected(data_root):
     _drop(data_root, [f"{U[0]}\t\tMuse\tabc"], [f"{U[0]}\tm\t25\tIceland\tFeb 1, 2007"])
-    with pytest.raises(RunRejected):
-        validate_snapshot(DAY, DataRoot(), max_bad_share=1.0)
+    result, _ = _inspect(data_root, max_bad_share=1.0)
+    assert result.status == "rejected" and "no valid row" in result.rejection
+    _drop(data_root, [f"{U[0]}\t\tMuse\t3"], ["garbage"])
+    result, _ = _inspect(data_root, max_bad_share=1.0, name="ws2")
+    assert result.status == "rejected" and "no valid profile row" in result.rejection
 
 
 def test_missing_files_are_retryable(data_root):
     with pytest.raises(MissingPartitionError, match="missing"):
-        validate_snapshot(DAY, DataRoot())
+        _inspect(data_root)
     folder = data_root / schema.raw_rel_dir(DAY)
     folder.mkdir(parents=True)
     (folder / schema.PLAYS_FILE).write_text(f"{U[0]}\t\tMuse\t3\n")
     with pytest.raises(MissingPartitionError, match=schema.PROFILE_FILE):
-        validate_snapshot(DAY, DataRoot())
-    assert not _staged(data_root).exists()
-    with pytest.raises(MissingPartitionError):
-        write_quarantine(DAY)
+        _inspect(data_root)
 
 
 def test_quarantine_rows_land_in_postgres_and_are_replaced_on_rerun(generated, pg_dsn):
     _, report = generated
     validate_snapshot(DAY, DataRoot())
-    assert write_quarantine(DAY) == sum(report["planted"].values())
     with db.transaction() as cur:  # rows of other partitions and pipelines must survive
         cur.execute("INSERT INTO quarantine (pipeline, partition_key, reason) VALUES ('recs', '2000-01-01', 'x'), "
                     "('retention', %s, 'y')", (DAY.isoformat(),))
-    assert write_quarantine(DAY) == sum(report["planted"].values())
+    validate_snapshot(DAY, DataRoot())
     rows = db.query("SELECT reason, count(*) AS n FROM quarantine WHERE pipeline = 'recs' AND partition_key = %s "
                     "GROUP BY reason", (DAY.isoformat(),))
     assert {r["reason"]: r["n"] for r in rows} == report["planted"]
@@ -248,10 +251,10 @@ def test_quarantine_rows_land_in_postgres_and_are_replaced_on_rerun(generated, p
 
 def test_the_oracle_ranks_the_held_artists_first(generated):
     root, _ = generated
-    validate_snapshot(DAY, DataRoot())
-    users = pq.read_table(_staged(root) / "users.parquet").to_pandas()
-    artists = pq.read_table(_staged(root) / "artists.parquet").to_pandas()
-    plays = pq.read_table(_staged(root) / "interactions.parquet").to_pandas()
+    _, staged = _inspect(root)
+    users = pq.read_table(staged / "users.parquet").to_pandas()
+    artists = pq.read_table(staged / "artists.parquet").to_pandas()
+    plays = pq.read_table(staged / "interactions.parquet").to_pandas()
     truth = Truth.load(root, SPEC)
     keys = artists["artist_key"].tolist()
     sample = users[users["n_artists"] >= 20].head(100)

@@ -8,11 +8,11 @@ from datetime import date
 
 import pytest
 
+from pipelines import ingest
 from pipelines.recs.evaluate import EvalConfig, evaluate
 from pipelines.recs.features import ModelParams, load_snapshot
 from pipelines.recs.generate import RecsDataSpec, Truth, write_snapshot
-from pipelines.recs.ingest import validate_snapshot
-from pipelines.recs.schema import staged_rel_dir
+from pipelines.recs.ingest import inspect_snapshot
 from pipelines.storage import DataRoot
 
 DAY = date(2026, 11, 1)
@@ -23,8 +23,9 @@ SPEC = RecsDataSpec(seed=5, n_users=4000, n_artists=3000, start=DAY)
 def result(tmp_path_factory):
     root = tmp_path_factory.mktemp("recs-quality")
     write_snapshot(SPEC, root, DAY)
-    validate_snapshot(DAY, DataRoot(str(root)), 0.05)
-    snapshot = load_snapshot(root / staged_rel_dir(DAY))
+    workspace = ingest.Workspace(root / "staged")
+    assert inspect_snapshot(DAY, DataRoot(str(root)), 0.05, workspace).accepted
+    snapshot = load_snapshot(workspace.local)
     truth = Truth.load(root, SPEC)
     return evaluate(snapshot, ModelParams(), EvalConfig(eval_users=1500, recall_sample=300),
                     oracle=truth.preference)

@@ -119,7 +119,7 @@ def test_scoring_refuses_a_model_of_another_feature_definition(staged, monkeypat
     jobs.promote("topclass")
     other = features.parse_config({"features": [{"name": "n", "agg": "count", "windows": ["all"]}]})
     monkeypatch.setattr(features, "load_config", lambda *a, **k: other)
-    with pytest.raises(PipelineError, match="trained on feature config .* retrain"):
+    with pytest.raises(PipelineError, match=r"trained on feature config .* retrain"):
         jobs.score(LAST)
     assert _predictions() == []
 
