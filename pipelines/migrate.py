@@ -52,6 +52,13 @@ def upgrade(dsn: str | None = None, revision: str = "head") -> str:
         engine.dispose()
 
 
+def head() -> str:
+    """The newest revision the code ships (what :func:`upgrade` brings a database to)."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_config()).get_current_head()
+
+
 @cache
 def ensure_schema(dsn: str) -> str:
     """:func:`upgrade` once per process and DSN (every job calls this before touching tables)."""

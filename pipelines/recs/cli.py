@@ -30,7 +30,8 @@ def _run(args: argparse.Namespace) -> int:
                   "cleanup": result["cleanup"]})
     elif args.action == "evaluate":
         result = jobs.evaluate(args.day, params, args.eval_users)
-        emit({k: result.get(k) for k in ("version", "skipped", "neighbour_recall", "report", "metrics")})
+        emit({k: result[k] for k in ("version", "skipped", "reason", "neighbour_recall", "report", "metrics")
+              if k in result})
     return 0
 
 

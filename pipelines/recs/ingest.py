@@ -108,7 +108,8 @@ WITH parsed AS (
     SELECT rowid AS line_no, line, string_split(line, chr(9)) AS parts FROM profile_lines
 ), checked AS (
     SELECT line_no, line, len(parts) = 5 AS five, lower(trim(parts[1])) AS user_id,
-           lower(trim(parts[2])) AS gender_raw, trim(parts[3]) AS age_raw, trim(parts[4]) AS country_raw,
+           lower(trim(parts[2])) AS gender_raw, trim(parts[3]) AS age_raw,
+           trim({ingest.clean_text_sql("parts[4]")}) AS country_raw,
            trim(parts[5]) AS signup_raw
     FROM parsed
 ), reasoned AS (

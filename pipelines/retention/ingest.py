@@ -52,6 +52,7 @@ def _read_file(con, i: int, item: ingest.DropFile, workdir: Path, result: ingest
         raise InputSchemaError(f"{item.name}: required column(s) {missing} missing (has {present})")
     columns = "{" + ", ".join("'{}': 'VARCHAR'".format(c.replace("'", "''")) for c in present) + "}"
     reader = (f"read_csv(?, columns = {columns}, header = true, hive_partitioning = false, delim = ?, "
+              "quote = '\"', escape = '\"', "  # RFC 4180, never sniffed: a stray ' must not become a quote
               f"compression = '{ingest.duckdb_compression(item)}', store_rejects = true, rejects_table = 'rej_{i}', "
               f"rejects_scan = 'scan_{i}')")
     known = [c for c in (*schema.REQUIRED_COLUMNS, *schema.OPTIONAL_COLUMNS) if c in present]
@@ -127,6 +128,7 @@ def _validator(day: date, root: DataRoot) -> ingest.Validator:
             for reason, n in {**counts, "malformed_csv": malformed}.items():
                 result.add(reason, n)
             result.rows_read = result.rows_valid + sum(result.reasons.values())
+            result.add("empty_file", len(result.extra["empty_files"]))  # quarantined by name, not a row
             clean = ingest.clean_text_sql
             con.execute(f"""COPY (
                 SELECT {clean('event_id')} AS event_id, uid_clean AS uid, ts AS time, name_clean AS event_name,

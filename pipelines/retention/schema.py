@@ -24,7 +24,7 @@ EVENT_NAMES = frozenset({
 REASONS = ("malformed_csv", "control_characters", "missing_uid", "bad_time", "unknown_event", "outside_day",
            "duplicate")
 #: Reasons that do not count towards the bad-row share (a re-sent event is not bad data, just repeated).
-BENIGN_REASONS = frozenset({"duplicate"})
+BENIGN_REASONS = frozenset({"duplicate", "empty_file"})  # counted and quarantined, not bad rows
 
 #: Retention horizon: a day's load can change the cohorts of the previous this-many days.
 HORIZON_DAYS = 30

@@ -8,7 +8,8 @@ pytestmark = pytest.mark.integration
 
 
 def test_migrations_are_idempotent_and_keep_their_own_version_table(pg_dsn):
-    assert migrate.upgrade(pg_dsn) == migrate.upgrade(pg_dsn) == "0003"
+    assert migrate.upgrade(pg_dsn) == migrate.upgrade(pg_dsn) == migrate.head()
+    assert len(migrate.head()) == 4 and migrate.head() >= "0004"
     tables = {r["table_name"] for r in db.query(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")}
     assert {"pipelines_schema_version", "runs", "run_metrics", "quarantine", "piwik_track"} <= tables
