@@ -444,15 +444,18 @@ def accepted_dir(pipeline: str, partition: str, root: DataRoot | None = None, ds
         status = partition_status(pipeline, partition, dsn)
         why = f"its last ingest was {status['status']}: {status['error']}" if status else "it was never ingested"
         raise MissingPartitionError(f"{pipeline} {partition} has no accepted input ({why})")
-    if row["staged_uri"] is None:
-        raise MissingPartitionError(f"{pipeline} {partition}: its staged files were removed by the retention "
-                                    f"policy on {row['extra'].get('pruned_at')}; ingest the raw input again")
     return root.local_dir(staged_rel_of(row, root))
 
 
 def staged_rel_of(row: Mapping[str, Any], root: DataRoot) -> str:
     """The data-root-relative folder of an accepted row's staged files."""
+    from pipelines.errors import MissingPartitionError
+
     uri = row["staged_uri"]
+    if uri is None:
+        raise MissingPartitionError(
+            f"{row['pipeline']} {row['partition_key']}: its staged files were removed by the retention policy on "
+            f"{(row.get('extra') or {}).get('pruned_at')}; ingest the raw input again")
     prefix = root.uri.rstrip("/") + "/"
     if not uri.startswith(prefix):
         raise ValueError(f"staged files {uri} are not under the data root {root.uri}")
@@ -571,11 +574,11 @@ def drop_ready(root: DataRoot, rel_dir: str) -> bool:
 
 # ----------------------------------------------------------------------------------------------- retention
 def prune_staging(pipeline: str, keep_attempts: int = 1, root: DataRoot | None = None, dsn: str | None = None,
-                  before: str | None = None, drop_accepted: bool = False) -> dict:
+                  before: str | None = None, drop_accepted: bool = False, only: str | None = None) -> dict:
     """The staging retention policy: delete staged run folders no reader needs. Returns what was removed.
 
-    For every partition (only those with a key before ``before`` when given): every attempt except the
-    accepted run and the newest ``keep_attempts`` others (kept for inspection). With ``drop_accepted`` the
+    For every partition (only those with a key before ``before``, or only ``only``, when given): every attempt
+    except the accepted run and the newest ``keep_attempts`` others (kept for inspection). With ``drop_accepted`` the
     accepted run's folder goes too, for pipelines whose later steps no longer read it (its partition row keeps
     its counts, loses its ``staged_uri`` and records ``pruned_at``, so a reader gets a clear error).
     """
@@ -586,7 +589,7 @@ def prune_staging(pipeline: str, keep_attempts: int = 1, root: DataRoot | None =
     removed = []
     for part_dir in root.list_dirs(f"{pipeline}/staged"):
         partition = part_dir[3:] if part_dir.startswith("dt=") else part_dir
-        if before is not None and partition >= before:
+        if (before is not None and partition >= before) or (only is not None and partition != only):
             continue
         row = rows.get(partition)
         accepted_run = f"run={row['run_id']}" if row and row["status"] == "accepted" else None

@@ -45,6 +45,11 @@ class Settings:
     dynamodb_endpoint: str | None
     aws_region: str
     max_bad_share: float
+    #: Storage retention (``docs/platform.md``): staged input runs, per-day feature state and model versions
+    #: older than these are pruned by the pipelines' own steps.
+    keep_staged_days: int = 30
+    keep_state_days: int = 7
+    keep_model_versions: int = 5
 
     @property
     def embedded_pgdata(self) -> Path:
@@ -67,6 +72,9 @@ def get_settings() -> Settings:
         dynamodb_endpoint=_env("PIPELINES_DYNAMODB_ENDPOINT"),
         aws_region=_env("PIPELINES_AWS_REGION") or _env("AWS_DEFAULT_REGION") or "eu-west-1",
         max_bad_share=float(_env("PIPELINES_MAX_BAD_SHARE") or 0.05),
+        keep_staged_days=int(_env("PIPELINES_KEEP_STAGED_DAYS") or 30),
+        keep_state_days=int(_env("PIPELINES_KEEP_STATE_DAYS") or 7),
+        keep_model_versions=int(_env("PIPELINES_KEEP_MODEL_VERSIONS") or 5),
     )
 
 

@@ -43,9 +43,29 @@ def validate(day: str | date, max_bad_share: float | None = None) -> dict:
 
 
 def load(day: str | date) -> dict:
-    """Replace the day's events and derived per-user rows with its accepted run (one transaction)."""
+    """Replace the day's events and derived per-user rows with its accepted run (one transaction), then apply
+    the staging retention policy (loaded days' staged runs are kept ``keep_staged_days``)."""
     ensure_schema(pg_dsn())
-    return ingest.load_day(_day(day))
+    loaded = ingest.load_day(_day(day))
+    loaded["pruned"] = prune(_day(day))["removed"]
+    return loaded
+
+
+def prune(day: date) -> dict:
+    """Staging retention, for days older than ``PIPELINES_KEEP_STAGED_DAYS`` before ``day``: every attempt but
+    the accepted run goes, and the accepted run too once the day is loaded (its rows are in Postgres; reloading
+    such a day re-ingests its raw drop). Newer days keep their newest other attempt for inspection."""
+    cutoff = (day - timedelta(days=get_settings().keep_staged_days)).isoformat()
+    removed = ingest_contract.prune_staging(schema.PIPELINE, keep_attempts=0, before=cutoff)["removed"]
+    loaded = db.query("""SELECT p.partition_key FROM ingest_partitions p
+                         JOIN retention_day_loads l ON l.day = p.partition_key::date AND l.run_id = p.run_id
+                         WHERE p.pipeline = %s AND p.partition_key < %s AND p.staged_uri IS NOT NULL""",
+                      (schema.PIPELINE, cutoff))
+    for row in loaded:
+        removed += ingest_contract.prune_staging(schema.PIPELINE, keep_attempts=0, drop_accepted=True,
+                                                 only=row["partition_key"])["removed"]
+    removed += ingest_contract.prune_staging(schema.PIPELINE, keep_attempts=1)["removed"]
+    return {"removed": removed}
 
 
 def cohorts(day: str | date, affected_install_dates: list[str] | None = None) -> dict:

@@ -127,6 +127,7 @@ def latest_accepted_day(through: str | date | None = None) -> str:
 def update_histories(day: str | date, mode: str = "incremental") -> dict:
     """The feature table and the user sets as of ``day``; the feature schema goes to the registry."""
     from pipelines.sociodemo.history import build_features
+    from pipelines.sociodemo.housekeeping import prune_history
     from pipelines.sociodemo.user_sets import build_user_sets
 
     day = _day(day)
@@ -136,7 +137,9 @@ def update_histories(day: str | date, mode: str = "incremental") -> dict:
         built = build_features(day, root, mode=mode)
         sets_uri = build_user_sets(day, root, SET_MAX_ITEMS)
         run.artifact_uri = built.uri
-        run.summary = {"schema": built.schema(), "build": built.as_dict(), "user_sets": sets_uri}
+        pruned = prune_history(day, root)
+        run.summary = {"schema": built.schema(), "build": built.as_dict(), "user_sets": sets_uri,
+                       "pruned": len(pruned["removed"])}
         run.log_metrics({"users": built.rows, "columns": len(built.columns), "seconds": built.seconds})
     return {"day": day.isoformat(), "features": built.uri, "user_sets": sets_uri, "users": built.rows,
             "config_hash": built.config_hash, "run_id": str(run.run_id)}
@@ -280,8 +283,11 @@ def train(as_of: str | date, models: list[str] | tuple[str, ...] = DEFAULT_MODEL
             run.summary = {"version": version, "config_hash": config_hash, "fit": result["models"][name].get("fit", {}),
                            "features": features, "user_sets": sets, "n_train": result.get("n_train"),
                            "n_test": result.get("n_test"), "report": [root.join(rel_dir, r) for r in reports]}
+    from pipelines.sociodemo.housekeeping import prune_models
+
+    pruned = prune_models(root)
     return {"version": version, "as_of": as_of.isoformat(), "uri": uri, "table": table,
-            "runs": {name: str(run.run_id) for name, run in runs.items()}}
+            "runs": {name: str(run.run_id) for name, run in runs.items()}, "pruned_models": pruned["removed"]}
 
 
 def _local(uri: str) -> str:
