@@ -38,7 +38,7 @@ def test_retention_keeps_recent_staging_and_drops_loaded_old_days(pg_dsn, data_r
         assert len(on_disk.get(f"dt={day}", [])) == expected, (day, on_disk)
     old = ingest.partition_status("retention", first.isoformat())
     assert old["status"] == "accepted" and old["staged_uri"] is None and old["extra"]["pruned_at"]
-    with pytest.raises(MissingPartitionError, match="removed by the retention policy .* ingest the raw input"):
+    with pytest.raises(MissingPartitionError, match=r"removed by the retention policy .* ingest the raw input"):
         retention.load(first)
     retention.run_day(first)  # the raw drop is still there: the day is ingested and loaded again
     assert db.query("SELECT count(*) AS n FROM retention_day_loads WHERE status = 'loaded'")[0]["n"] == 5
