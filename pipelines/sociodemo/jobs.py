@@ -291,7 +291,12 @@ def train(as_of: str | date, models: list[str] | tuple[str, ...] = DEFAULT_MODEL
 
 
 def _local(uri: str) -> str:
-    """A local path for a data-root URI (models read Parquet from local paths or s3:// URIs alike)."""
+    """A local path for a data-root URI: files under an S3 root are mirrored into the local cache first (the
+    models read local Parquet; an S3 endpoint such as MinIO or moto is known only to the data root)."""
+    root = DataRoot()
+    if root.is_s3 and uri.startswith(root.uri + "/"):
+        folder, _, name = uri[len(root.uri) + 1:].rpartition("/")
+        return str(root.local_dir(folder) / name)
     return uri.removeprefix("file://")
 
 
