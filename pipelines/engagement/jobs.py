@@ -27,7 +27,7 @@ from pipelines import db, ingest, registry
 from pipelines.days import as_day as _day
 from pipelines.days import day_interval as _interval
 from pipelines.engagement import schema
-from pipelines.errors import MissingPartitionError, PipelineError, UsageError
+from pipelines.errors import MissingPartitionError, UsageError
 from pipelines.migrate import ensure_schema
 from pipelines.settings import get_settings, pg_dsn
 from pipelines.storage import DataRoot
@@ -42,8 +42,9 @@ PREDICTION_COLUMNS = ["post_id", "predicted_up_votes", "predicted_log1p", "model
                       "scored_at", "run_id"]
 
 
-class NoPromotedModelError(PipelineError):
-    """Scoring needs a promoted model, and promotion is explicit: someone has to promote one first."""
+class NoPromotedModelError(MissingPartitionError):
+    """Scoring needs a promoted model, and promotion is explicit: someone has to promote one first (the CLI
+    answers it with exit code 4, "not there yet"; the daily DAG skips scoring)."""
 
 
 def _threshold(max_bad_share: float | None) -> float:
@@ -169,6 +170,24 @@ def pending_history_files(reconvert: bool = False) -> list[str]:
                 log.warning("%s was rejected and has not changed since; fix it (or pass reconvert) to retry: %s",
                             name, status.get("last_error"))
     return pending
+
+
+def history_status() -> dict:
+    """Every historical file's partition: accepted, or rejected with why (what the weekly DAG reports)."""
+    ensure_schema(pg_dsn())
+    rows = db.query("SELECT partition_key, status, last_status, rows_valid, last_error FROM ingest_partitions "
+                    "WHERE pipeline = %s AND partition_key LIKE %s ORDER BY partition_key",
+                    (PIPELINE, schema.FILE_PARTITION_PREFIX + "%"))
+    out: dict = {"accepted": [], "rejected": []}
+    for r in rows:
+        name = r["partition_key"][len(schema.FILE_PARTITION_PREFIX):]
+        if r["status"] == "accepted":
+            out["accepted"].append({"file": name, "rows": r["rows_valid"], "last_attempt": r["last_status"]})
+        else:
+            out["rejected"].append({"file": name, "error": r["last_error"]})
+    for item in out["rejected"]:
+        log.warning("historical file %s is rejected: %s", item["file"], item["error"])
+    return out
 
 
 def convert_file(name: str, max_bad_share: float | None = None) -> dict:
@@ -312,7 +331,7 @@ def train(as_of: str | date | None = None, models: list[str] | tuple[str, ...] =
         table = result["table"]
         for name, run in runs.items():
             run.artifact_uri = root.join(rel_dir, name)
-            run.log_metrics(_numbers(table[name]))
+            run.log_metrics({**_numbers(table[name]), "valid_rmse_log1p": result["valid_rmse"].get(name)})
             for other, row in table.items():
                 run.log_metrics(_numbers(row), segment=f"model={other}")
             fit = result["models"][name]["fit"]

@@ -71,8 +71,10 @@ def _markdown(table: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for name, row in table.iterrows():
         cells = []
-        for v in row.tolist():
-            if isinstance(v, float):
+        for column, v in zip(table.columns, row.tolist(), strict=True):
+            if column == "n":
+                cells.append(f"{int(v):,}")
+            elif isinstance(v, float):
                 cells.append("—" if np.isnan(v) else f"{v:.4f}")
             else:
                 cells.append(str(v))

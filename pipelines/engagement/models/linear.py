@@ -106,10 +106,12 @@ class StreamingLinear:
             x = sp.vstack([b[0] for b in buffer], format="csr")
             y = np.concatenate([b[1] for b in buffer])
             order = rng.permutation(len(y))
-            self.model_.partial_fit(x[order], y[order] - self.mean_)
-            seen += len(y)
-            if curve.due(seen):
-                curve.add(seen, rmse(valid_y, self._predict_matrix(valid_x)))
+            x, y = x[order], y[order] - self.mean_
+            for lo in range(0, len(y), p["batch_rows"]):
+                self.model_.partial_fit(x[lo: lo + p["batch_rows"]], y[lo: lo + p["batch_rows"]])
+                seen += len(y[lo: lo + p["batch_rows"]])
+                if curve.due(seen):
+                    curve.add(seen, rmse(valid_y, self._predict_matrix(valid_x)))
 
         for _ in range(p["epochs"]):
             encoder.reset()

@@ -90,7 +90,8 @@ def train_and_evaluate(files: list[dataset.MonthFile], as_of: date, out_dir: Pat
     return {"table": json.loads(table.to_json(orient="index")), "models": fitted, "split": split.as_dict(),
             "rows": {"train": target["rows"], "valid_sample": valid.num_rows, "test_sample": test.num_rows,
                      "valid_months": prepared.rows(split.valid), "test_months": prepared.rows(split.test)},
-            "report": [str(p) for p in report], "monthly": monthly, "valid_rmse": valid_scores, "curves": curves}
+            "report": [str(p) for p in report], "monthly": monthly, "curves": curves,
+            "valid_rmse": {**valid_scores, **{name: points[-1][1] for name, points in curves.items()}}}
 
 
 def _oracle(test, valid, truth_paths: list[Path] | None):
