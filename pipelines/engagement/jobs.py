@@ -235,9 +235,29 @@ def latest_accepted_day(through: str | date | None = None) -> str:
     return datetime.fromtimestamp(int(latest), tz=UTC).date().isoformat()
 
 
-def prune(keep_attempts: int = 2) -> dict:
-    """Remove staged runs no reader needs (each partition's accepted run and newest attempts stay)."""
+def prune(keep_attempts: int = 1) -> dict:
+    """Staging retention: remove staged runs no reader needs. Every partition keeps its accepted run (training
+    reads every accepted month, and conversion is done once) and its newest other attempt (for inspection, and
+    the fingerprint that stops a rejected historical file from being retried unchanged)."""
     return ingest.prune_staging(PIPELINE, keep_attempts)
+
+
+def prune_models(root: DataRoot | None = None, keep: int | None = None) -> dict:
+    """Remove trained model versions that are neither promoted nor among the newest ``keep``
+    (``PIPELINES_KEEP_MODEL_VERSIONS``)."""
+    root = root or DataRoot()
+    keep = get_settings().keep_model_versions if keep is None else keep
+    promoted = {r["model_version"] for r in db.query(
+        "SELECT r.model_version FROM model_promotions p JOIN runs r USING (run_id) WHERE p.pipeline = %s",
+        (PIPELINE,))}
+    versions = sorted(root.list_dirs(schema.MODELS_REL), reverse=True)  # YYYYMMDD-hash: newest first
+    doomed = [v for v in versions[keep:] if v not in promoted]
+    for version in doomed:
+        root.remove_dir(f"{schema.MODELS_REL}/{version}")
+    if doomed:
+        log.info("engagement retention: removed model versions %s (kept %s and the promoted %s)", doomed,
+                 versions[:keep], sorted(promoted))
+    return {"removed": doomed, "promoted": sorted(promoted)}
 
 
 # -- training -----------------------------------------------------------------------------------------------
@@ -338,9 +358,10 @@ def train(as_of: str | date | None = None, models: list[str] | tuple[str, ...] =
             run.summary = {"version": version, "split": result["split"], "rows": result["rows"],
                            "fit": {k: v for k, v in fit.items() if k not in ("curve", "iterations_curve")},
                            "report": root.join(rel_dir, "report", "report.md")}
+    pruned = prune_models(root)["removed"]
     return {"version": version, "as_of": as_of.isoformat(), "uri": uri, "table": table, "split": result["split"],
             "rows": result["rows"], "runs": {name: str(run.run_id) for name, run in runs.items()},
-            "report": root.join(rel_dir, "report", "report.md")}
+            "report": root.join(rel_dir, "report", "report.md"), "pruned_versions": pruned}
 
 
 # -- promotion ------------------------------------------------------------------------------------------------
@@ -389,11 +410,8 @@ def _model_folder(root: DataRoot, artifact_uri: str) -> Path:
 
 
 def _day_posts(day: date, root: DataRoot) -> list[Path]:
-    row = ingest.accepted(PIPELINE, day.isoformat())
-    if row is None:
-        raise MissingPartitionError(f"engagement {day} has no accepted drop: convert it first (a rejected drop "
-                                    "is never scored)")
-    return sorted(root.local_dir(ingest.staged_rel_of(row, root)).glob("posts-*.parquet"))
+    """The day's accepted posts (a rejected or missing drop is never scored: MissingPartitionError)."""
+    return sorted(ingest.accepted_dir(PIPELINE, day.isoformat(), root).glob("posts-*.parquet"))
 
 
 def score(day: str | date, model_name: str | None = None, batch_rows: int = 50_000) -> dict:
@@ -432,7 +450,7 @@ def score(day: str | date, model_name: str | None = None, batch_rows: int = 50_0
                     n += len(ids)
                     total += float(votes.sum())
             written = _upsert(csv_path, model, day, interval[1], str(run.run_id), n, dsn)
-        run.artifact_uri = root.join(ingest.staged_rel_of(ingest.accepted(PIPELINE, day.isoformat()), root))
+        run.artifact_uri = str(ingest.accepted(PIPELINE, day.isoformat())["staged_uri"])
         run.log_metrics({"posts": n, "upserted": written, "mean_predicted_up_votes": total / n if n else None})
         run.summary = {"posts": n, "upserted": written, "model_run": str(model["run_id"]),
                        "scored_at": interval[1].isoformat()}

@@ -3,10 +3,10 @@ features, on a bounded sample: the seed's transformer idea at a cost a 2-core ma
 
 The encoder is frozen (no fine-tuning): each title becomes a 384-d normalised embedding, in batches on CPU
 with a fixed number of torch threads (one by default: on the shared 2-core machine, 1,000 titles took 5.5 s
-with one thread and 16 s with two while other jobs ran). Beside it the model gets the same metadata as the others (the author's
-encoding from the training months without the sample's rows, the author's post count, hour, weekday,
-over_18, years, title length), and a ridge regression maps it all to ``log1p(up_votes)``; the ridge penalty is
-chosen on the validation sample from a fixed grid. The sentence model is loaded offline
+with one thread and 16 s with two while other jobs ran). Beside it the model gets the same metadata as the
+others (the author's encoding from the training months without the sample's rows, the author's post count,
+hour, weekday, over_18, years, title length), and a ridge regression maps it all to ``log1p(up_votes)``; the
+ridge penalty is chosen on the validation sample from a fixed grid. The sentence model is loaded offline
 (``HF_HUB_OFFLINE=1`` is set first): nothing is downloaded, ever.
 """
 
