@@ -415,15 +415,12 @@ class FileConverter:
         invalid: list = []
         repaired = False
         try:
-            table = self._parse(body, invalid)
-        except pa.ArrowInvalid as exc:
-            if "UTF8" not in str(exc) and "utf8" not in str(exc).lower():
-                raise
-            invalid.clear()
-            body = bytes(body).decode("utf-8", errors="replace").encode("utf-8")
-            table = self._parse(body, invalid)
+            str(body, "utf-8")  # fast; pyarrow must never meet invalid UTF-8 (its invalid-row handler cannot)
+        except UnicodeDecodeError:
+            body = str(body, "utf-8", errors="replace").encode("utf-8")
             repaired = True
             self.counts.repaired_blocks += 1
+        table = self._parse(body, invalid)
         if invalid:
             quarantine.write_table(_quarantine_rows(
                 self.item.name, "wrong_field_count",
