@@ -1,0 +1,1 @@
+"""Tag models: one family per module, a common wrapper (:mod:`.base`), honest evaluation and the training loop."""
