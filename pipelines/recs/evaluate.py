@@ -1,14 +1,17 @@
 """Honest offline evaluation: every model trained on the same per-user split, scored on the same held-out users.
 
 A share (``holdout_share``) of each evaluable user's artists (users with at least ``min_items``) is hidden;
-the models see the rest. Models: the user-user CF as deployed (approximate neighbours) and with exact
+the models see the rest. Models: the user-user CF as deployed (its configured neighbour search) and with exact
 neighbours, an item-item CF peer (implicit's BM25 item-item), popularity, popularity by country, and — for
 generated data — the oracle, which ranks the unseen artists by the planted true preference: the ceiling.
-The approximate search's neighbour recall against exact search is measured on the same users.
+The deployed search's neighbours are judged against exact search on the same users (similarity ratio, and
+recall with its near-tie caveat), and optionally the deployed model is scored at several neighbour counts
+(``k_curve``) to show what more neighbours buy and cost.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import warnings
@@ -40,6 +43,7 @@ class EvalConfig:
     recall_sample: int = 1000  # users for the approximate-vs-exact neighbour recall
     item_item_k: int = 100
     seed: int = 42
+    k_curve: tuple[int, ...] = ()  # neighbour counts at which the deployed model is also scored
 
 
 @dataclass
@@ -50,6 +54,9 @@ class EvalResult:
     n_train_users: int
     n_eval_users: int
     seconds: dict[str, float] = field(default_factory=dict)
+    #: k → the deployed model's metrics with k neighbours, plus ``seconds_per_1000_users`` (recommending)
+    k_curve: dict[int, dict[str, float]] = field(default_factory=dict)
+    neighbour_search: str = ""
 
     def table(self) -> pd.DataFrame:
         return pd.DataFrame(self.metrics).T.sort_values(f"ndcg_at_{K}", ascending=False)
@@ -151,10 +158,15 @@ def evaluate(snapshot: Snapshot, params: ModelParams, config: EvalConfig | None 
         log.info("%s: %s (%.1f s)", name, results[name], seconds[name])
 
     t = time.perf_counter()
-    model = UserUserModel.fit(train_snapshot, ModelParams(**{**params.as_dict(), "neighbours": "approx"}))
+    model = UserUserModel.fit(train_snapshot, params)
     seconds["fit_user_user"] = round(time.perf_counter() - t, 3)
+    deployed = params.neighbours
     run("user_user_cf", lambda: model.recommend(rows, progress=progress)[0])
-    run("user_user_cf_exact", lambda: model.recommend(rows, kind="exact", progress=progress)[0])
+    if deployed == "exact":
+        results["user_user_cf_exact"], seconds["user_user_cf_exact"] = results["user_user_cf"], \
+            seconds["user_user_cf"]
+    else:
+        run("user_user_cf_exact", lambda: model.recommend(rows, kind="exact", progress=progress)[0])
     run("item_item_cf", lambda: _item_item(train, rows, config.item_item_k))
     run("popularity", lambda: _popularity(train, rows, None))
     run("popularity_by_country", lambda: _popularity(train, rows, snapshot.users["country"].to_numpy()))
@@ -163,14 +175,25 @@ def evaluate(snapshot: Snapshot, params: ModelParams, config: EvalConfig | None 
 
     sample = rows[model.candidates[rows]][: config.recall_sample]
     recall = ratio = None
-    if len(sample):
+    if len(sample) and deployed != "exact":
         t = time.perf_counter()
-        approx, exact = model.neighbours(sample, "approx"), model.neighbours(sample, "exact")
-        recall = neighbour_recall(approx, exact)
+        found, exact = model.neighbours(sample), model.neighbours(sample, "exact")
+        recall = neighbour_recall(found, exact)
         ratio = similarity_ratio(pair_similarity(model.content, model.codes, params.profile_weight, sample,
-                                                 approx.indices), exact)
+                                                 found.indices), exact)
         seconds["neighbour_quality"] = round(time.perf_counter() - t, 3)
-    return EvalResult(results, recall, ratio, int(train.shape[0]), len(rows), seconds)
+    elif len(sample):
+        recall = ratio = 1.0
+    curve = {}
+    for k in config.k_curve:
+        variant = dataclasses.replace(model, params=dataclasses.replace(params, k_neighbours=int(k)))
+        t = time.perf_counter()
+        recs = variant.recommend(rows)[0]
+        elapsed = time.perf_counter() - t
+        curve[int(k)] = {**ranking_metrics(recs, truth, K, n_items=snapshot.n_artists),
+                         "seconds_per_1000_users": round(1000 * elapsed / max(1, len(rows)), 4)}
+        log.info("k_neighbours = %d: %s", k, curve[int(k)])
+    return EvalResult(results, recall, ratio, int(train.shape[0]), len(rows), seconds, curve, deployed)
 
 
 def plot_report(result: EvalResult, path: Path) -> Path:
@@ -183,8 +206,9 @@ def plot_report(result: EvalResult, path: Path) -> Path:
     table = result.table()
     names = [m for m in table.index if m != "oracle"]
     metrics = [f"ndcg_at_{K}", f"precision_at_{K}", f"recall_at_{K}", f"map_at_{K}"]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 4), sharey=False)
-    for ax, metric in zip(axes, metrics, strict=True):
+    panels = len(metrics) + (1 if result.k_curve else 0)
+    fig, axes = plt.subplots(1, panels, figsize=(4 * panels, 4), sharey=False)
+    for ax, metric in zip(axes, metrics, strict=False):
         values = [table.at[n, metric] for n in names]
         ax.barh(names, values, color=["#4c72b0" if n.startswith("user_user") else "#999999" for n in names])
         if "oracle" in table.index:
@@ -192,6 +216,19 @@ def plot_report(result: EvalResult, path: Path) -> Path:
             ax.legend(loc="lower right", fontsize=8)
         ax.set_title(metric.replace("_at_", "@"))
         ax.invert_yaxis()
+    if result.k_curve:
+        ax = axes[-1]
+        ks = sorted(result.k_curve)
+        ax.plot(ks, [result.k_curve[k][f"ndcg_at_{K}"] for k in ks], marker="o", color="#4c72b0",
+                label=f"user-user ({result.neighbour_search})")
+        for name, colour in (("item_item_cf", "#999999"), ("oracle", "#c44e52")):
+            if name in table.index:
+                ax.axhline(table.at[name, f"ndcg_at_{K}"], color=colour, linestyle="--", label=name)
+        ax.set_xscale("log")
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.set_xlabel("neighbours (k)")
+        ax.set_title(f"NDCG@{K} by neighbours")
+        ax.legend(loc="lower right", fontsize=8)
     fig.suptitle(f"Held-out evaluation, {result.n_eval_users} users")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -19,6 +19,7 @@ import scipy.sparse as sp
 
 Weighting = Literal["bm25", "log", "tfidf", "none"]
 PROFILE_FIELDS = ("gender", "age_band", "country")
+NEIGHBOUR_SEARCHES = ("approx", "exact", "svd_hnsw")
 
 
 @dataclass(frozen=True)
@@ -32,12 +33,15 @@ class ModelParams:
     bm25_b: float = 0.8
     profile_weight: float = 0.1
     min_history: int = 3  # users with fewer artists get the cold-start list
-    neighbours: Literal["approx", "exact"] = "approx"
-    svd_dim: int = 64
+    #: approx: pruned inverted index + exact re-scoring (neighbours.py); exact: every posting (O(users²));
+    #: svd_hnsw: the earlier truncated SVD + HNSW graph, kept for comparison.
+    neighbours: Literal["approx", "exact", "svd_hnsw"] = "approx"
+    index_postings: int = 300  # approx: listeners kept per artist in the index (its heaviest weights)
+    rerank: int = 2  # approx and svd_hnsw: rerank × k candidates re-scored exactly, the k best kept (0/1 = k)
+    svd_dim: int = 64  # svd_hnsw only, like the three below
     hnsw_m: int = 16
     hnsw_ef_construction: int = 100
     hnsw_ef: int = 100
-    rerank: int = 0  # approx only: fetch rerank × k candidates from the graph, keep the k best by exact cosine
     min_group_users: int = 30  # a country / age-band group needs this many users for its own popular list
     seed: int = 0
 
@@ -48,7 +52,8 @@ class ModelParams:
             "weighting": self.weighting in ("bm25", "log", "tfidf", "none"),
             "profile_weight": 0.0 <= self.profile_weight < 1.0,
             "min_history": self.min_history >= 1,
-            "neighbours": self.neighbours in ("approx", "exact"),
+            "neighbours": self.neighbours in NEIGHBOUR_SEARCHES,
+            "index_postings": 1 <= self.index_postings <= 10_000_000,
             "svd_dim": 2 <= self.svd_dim <= 1024,
             "hnsw_m": 2 <= self.hnsw_m <= 128,
             "hnsw_ef": self.hnsw_ef >= 1,
@@ -57,6 +62,11 @@ class ModelParams:
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"invalid model parameters {bad}: {self}")
+
+    @property
+    def pool(self) -> int:
+        """Candidates an approximate search re-scores exactly per user."""
+        return max(1, self.rerank) * self.k_neighbours
 
     @classmethod
     def from_mapping(cls, values: dict | None) -> ModelParams:

@@ -1,8 +1,8 @@
 """The user-user recommender as one object: fitted once per version, then asked for any block of users.
 
-``fit`` does the work every shard shares (weighting, the blended vectors, the SVD and the HNSW graph, the
-fallback lists); ``save``/``load`` move it through the data root, so each mapped shard task loads it and
-recommends only its own users.
+``fit`` does the work every shard shares (weighting, the blended vectors, the fallback lists, and the neighbour
+index: the pruned or full inverted index, or for ``svd_hnsw`` the SVD and the HNSW graph); ``save``/``load``
+move it through the data root, so each mapped shard task loads it and recommends only its own users.
 """
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ from pipelines.recs.features import ModelParams, Snapshot, history_sizes, profil
 from pipelines.recs.neighbours import (
     AnnIndex,
     Neighbours,
-    exact_neighbours,
+    PostingIndex,
     pair_similarity,
+    search,
     svd_embedding,
     top_k_dense,
 )
-from pipelines.recs.recommend import FallbackLists, cf_scores, complete, top_n_sparse
+from pipelines.recs.recommend import FallbackLists, cf_top_n, complete
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class UserUserModel:
     fallback: FallbackLists
     emb: np.ndarray | None = None
     index: AnnIndex | None = None
+    postings: dict[str, PostingIndex] = field(default_factory=dict)  # "approx" / "exact" → its index
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -62,36 +64,53 @@ class UserUserModel:
                                        params.min_group_users)
         timings["fallback_s"] = time.perf_counter() - t
         model = cls(params, snapshot.plays, content, codes, snapshot.users, fallback, timings=timings)
-        if params.neighbours == "approx":
+        if params.neighbours == "svd_hnsw":
             t = time.perf_counter()
             model.emb = svd_embedding(vectors, params.svd_dim, params.seed)
             timings["svd_s"] = time.perf_counter() - t
             t = time.perf_counter()
             model.index = AnnIndex.build(model.emb, model.candidates, m=params.hnsw_m,
                                          ef_construction=params.hnsw_ef_construction, seed=params.seed)
-            timings["index_s"] = time.perf_counter() - t
+        else:
+            t = time.perf_counter()
+            model.posting_index(params.neighbours)
+        timings["index_s"] = time.perf_counter() - t
         log.info("fitted user-user model on %d users × %d artists: %s", *snapshot.plays.shape, timings)
         return model
 
-    def neighbours(self, rows: np.ndarray, kind: str | None = None) -> Neighbours:
-        kind = kind or self.params.neighbours
-        if kind == "approx":
-            if self.index is None or self.emb is None:
-                raise ValueError("this model was fitted for exact neighbours only")
-            k = self.params.k_neighbours
-            if self.params.rerank <= 1:
-                return self.index.query(self.emb, rows, k, self.params.hnsw_ef)
-            wide_k = k * self.params.rerank
-            wide = self.index.query(self.emb, rows, wide_k, max(self.params.hnsw_ef, wide_k))
-            sims = pair_similarity(self.content, self.codes, self.params.profile_weight, rows, wide.indices)
-            sims[wide.indices < 0] = -np.inf
-            order, best = top_k_dense(sims, k)
-            idx = np.where(order >= 0, np.take_along_axis(wide.indices, np.maximum(order, 0), axis=1), -1)
-            return Neighbours(idx.astype(np.int32), np.where(order >= 0, best, 0).astype(np.float32))
-        return exact_neighbours(self.content, self.codes, self.params.profile_weight, rows,
-                                self.params.k_neighbours, self.candidates)
+    def posting_index(self, kind: str) -> PostingIndex:
+        """The inverted index of the ``approx`` (pruned) or ``exact`` (full) search, built on first use."""
+        if kind not in self.postings:
+            keep = self.params.index_postings if kind == "approx" else None
+            self.postings[kind] = PostingIndex.build(self.content, self.codes, self.candidates, keep)
+        return self.postings[kind]
 
-    def recommend(self, rows: np.ndarray, *, block: int = 2048, kind: str | None = None,
+    def neighbours(self, rows: np.ndarray, kind: str | None = None) -> Neighbours:
+        """Top ``k_neighbours`` users for ``rows`` by the chosen search (default: the model's own)."""
+        kind = kind or self.params.neighbours
+        k = self.params.k_neighbours
+        rows = np.asarray(rows, dtype=np.int64)
+        if kind == "svd_hnsw":
+            return self._svd_hnsw(rows, k)
+        if kind not in ("approx", "exact"):
+            raise ValueError(f"unknown neighbour search {kind!r}")
+        return search(self.content, self.codes, self.params.profile_weight, self.posting_index(kind), rows, k,
+                      pool=self.params.pool if kind == "approx" else k)
+
+    def _svd_hnsw(self, rows: np.ndarray, k: int) -> Neighbours:
+        if self.index is None or self.emb is None:
+            raise ValueError("this model was not fitted with svd_hnsw neighbours")
+        if self.params.rerank <= 1:
+            return self.index.query(self.emb, rows, k, self.params.hnsw_ef)
+        wide_k = self.params.pool
+        wide = self.index.query(self.emb, rows, wide_k, max(self.params.hnsw_ef, wide_k))
+        sims = pair_similarity(self.content, self.codes, self.params.profile_weight, rows, wide.indices)
+        sims[wide.indices < 0] = -np.inf
+        order, best = top_k_dense(sims, k)
+        idx = np.where(order >= 0, np.take_along_axis(wide.indices, np.maximum(order, 0), axis=1), -1)
+        return Neighbours(idx.astype(np.int32), np.where(order >= 0, best, 0).astype(np.float32))
+
+    def recommend(self, rows: np.ndarray, *, block: int = 8192, kind: str | None = None,
                   progress: bool = False) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """Top-``n_recs`` artist rows, scores and source for each user row, in blocks of ``block`` users."""
         from tqdm import tqdm
@@ -108,9 +127,8 @@ class UserUserModel:
             idx = np.full((len(part), n), -1, np.int32)
             val = np.zeros((len(part), n), np.float32)
             if len(warm):
-                scores = cf_scores(self.neighbours(warm, kind), self.content, self.plays[warm])
                 pos = np.nonzero(candidates[part])[0]
-                idx[pos], val[pos] = top_n_sparse(scores, n)
+                idx[pos], val[pos] = cf_top_n(self.neighbours(warm, kind), self.content, self.plays, warm, n)
             idx, val, src = complete(idx, val, part, self.users, seen, self.fallback, self.params.min_history)
             out_idx[start:start + len(part)], out_val[start:start + len(part)] = idx, val
             sources.extend(src)
@@ -132,6 +150,8 @@ class UserUserModel:
         if self.emb is not None and self.index is not None:
             np.save(folder / "emb.npy", self.emb)
             self.index.save(folder / "hnsw.bin")
+        if self.params.neighbours in self.postings:
+            self.postings[self.params.neighbours].save(folder)
         (folder / "model.json").write_text(json.dumps(meta, indent=2))
         return sorted(p for p in folder.iterdir() if p.is_file())
 
@@ -148,4 +168,6 @@ class UserUserModel:
         if meta.get("emb_dim"):
             model.emb = np.load(folder / "emb.npy")
             model.index = AnnIndex.load(folder / "hnsw.bin", meta["emb_dim"])
+        if (folder / "postings.npz").exists():
+            model.postings[params.neighbours] = PostingIndex.load(folder, model.codes, model.candidates)
         return model

@@ -1,13 +1,29 @@
-"""Top-K most similar users, exactly (blockwise) or approximately (truncated SVD + an HNSW graph).
+"""Top-K most similar users by the blended cosine, exactly or from a pruned inverted index; SVD + HNSW kept.
 
-Exact search scores a block of query users against every candidate: the plays part is one sparse product,
-the profile part compares three small integer codes, so nothing larger than ``block × users`` floats exists
-at once. It costs O(users²) overall, which is why the daily run uses the approximate search by default: a
-``svd_dim``-dimensional truncated SVD of the same blended vectors (cosine in that space approximates cosine
-in the original one) indexed by hnswlib, whose neighbour recall against exact search the evaluation reports.
+The similarity of users u and v is ``(1 - w)·cos(plays) + w·cos(profile)`` (``features.py``). Both the exact
+and the default approximate search run one compiled kernel (numba) over the query users, in parallel; each
+query is independent of the others, so the result depends neither on the threads nor on the shards:
 
-Only "warm" users (at least ``min_history`` artists) are candidates: a neighbour is useful for what it has
-played, and cold users are served the popularity fallback anyway.
+1. **Accumulate** the plays part through an inverted index: for each of u's artists, the users who played it
+   (its *postings*), adding ``w(u, a) · w(v, a)`` for each.
+2. **Select** a pool of candidates by ``(1 - w)·accumulated plays + w·profile``; the profile part is exact
+   (three codes compared), so users who share u's country, age band and gender compete as they should.
+3. **Re-score** the pool exactly (u's weights scattered into a dense vector, one pass over each candidate's
+   row) and keep the best ``k``, ties to the lower user row.
+4. **Profile-only neighbours**: when fewer than ``k`` were found, or the ``k``-th is below what a profile match
+   alone gives (``w``), the first users of each well-matching profile group that shared no indexed artist are
+   scored too.
+
+*Exact* search keeps every posting and re-scores every candidate it may need: the result is the exact top-k.
+Its cost is Σ over artists of (listeners)², dominated by the few hundred artists that tens of thousands of
+users played: tens of minutes at Last.fm-360K scale. *Approximate* search (the default) keeps only the
+``postings`` heaviest weights of each artist: a user still meets everyone who shares one of their rarer
+artists, and for a hit artist the listeners for whom it weighs most; the pool (``rerank × k``) is then judged
+by the exact similarity. Its neighbour quality against exact search is measured (``similarity_ratio``,
+``neighbour_recall``) by the evaluation and the benchmark.
+
+The older approximate search, a truncated SVD of the blended vectors indexed by hnswlib (``svd_hnsw``), stays
+available for comparison.
 """
 
 from __future__ import annotations
@@ -15,8 +31,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numba
 import numpy as np
 import scipy.sparse as sp
+
+#: Exact search re-scores this many more candidates than it keeps, so that float rounding between the
+#: accumulated and the re-scored similarity cannot change which users make the top k.
+EXACT_MARGIN = 32
 
 
 @dataclass
@@ -52,35 +73,375 @@ def top_k_dense(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return idx, vals
 
 
-def profile_similarity(codes: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Cosine of the one-hot profiles of ``rows`` against every user: shared fields / sqrt(n_u * n_v)."""
-    present = (codes >= 0).sum(axis=1).astype(np.float32)
-    shared = np.zeros((len(rows), codes.shape[0]), dtype=np.float32)
-    for j in range(codes.shape[1]):
-        q = codes[rows, j][:, None]
-        shared += (codes[None, :, j] == q) & (q >= 0)
-    denom = np.sqrt(present[rows][:, None] * present[None, :])
-    return np.divide(shared, denom, out=np.zeros_like(shared), where=denom > 0)
+# -- the index ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ProfileKeys:
+    """Each user's profile codes packed into one int64 (field f in bits ``shifts[f]``…, value code + 1, 0 =
+    unknown), so the kernel compares two profiles without touching a users × fields table (a cache miss per
+    candidate was half of the search time)."""
+
+    keys: np.ndarray  # (n_users,) int64
+    shifts: np.ndarray  # (n_fields,) int64
+    masks: np.ndarray  # (n_fields,) int64
+
+    @classmethod
+    def pack(cls, codes: np.ndarray) -> ProfileKeys:
+        n_fields = codes.shape[1]
+        widths = [max(1, int(codes[:, f].max(initial=-1) + 1).bit_length()) for f in range(n_fields)]
+        if sum(widths) > 62:
+            raise ValueError(f"profile codes too wide to pack into 62 bits: {widths}")
+        shifts = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.int64) if n_fields else \
+            np.zeros(0, np.int64)
+        masks = np.array([(1 << wd) - 1 for wd in widths], np.int64)
+        keys = np.zeros(len(codes), np.int64)
+        for f in range(n_fields):
+            keys |= (codes[:, f].astype(np.int64) + 1) << shifts[f]
+        return cls(keys, shifts, masks)
+
+    def similarity_table(self) -> np.ndarray:
+        """``1 / sqrt(known_u · known_v)`` by the numbers of known fields (0 where one knows none)."""
+        counts = np.arange(len(self.shifts) + 1, dtype=np.float64)
+        outer = np.outer(counts, counts)
+        return np.divide(1.0, np.sqrt(outer), out=np.zeros_like(outer), where=outer > 0)
+
+
+@dataclass
+class PostingIndex:
+    """Per artist, the candidate users who played it, their weights and packed profiles (CSC-like arrays), and
+    the candidate users grouped by profile (for neighbours found by the profile alone).
+
+    ``postings`` = None keeps every listener (exact search); a number keeps each artist's heaviest weights
+    (ties: lower user row)."""
+
+    ptr: np.ndarray  # (n_artists + 1,) int64
+    users: np.ndarray  # int32
+    weights: np.ndarray  # float32
+    postings: int | None
+    profiles: ProfileKeys
+    group_ptr: np.ndarray  # (n_groups + 1,) int64
+    group_users: np.ndarray  # int32, candidate users sorted by (profile, row)
+    _user_keys: np.ndarray | None = None
+
+    @classmethod
+    def build(cls, content: sp.csr_matrix, codes: np.ndarray, candidates: np.ndarray,
+              postings: int | None) -> PostingIndex:
+        masked = (sp.diags(candidates.astype(np.float32)) @ content).tocsc()
+        masked.eliminate_zeros()
+        masked.sort_indices()
+        ptr = masked.indptr.astype(np.int64)
+        users = masked.indices.astype(np.int32)
+        weights = masked.data.astype(np.float32)
+        if postings is not None:
+            ptr, users, weights = _truncate_postings(ptr, users, weights, int(postings))
+        return cls._with_profiles(ptr, users, weights, postings, codes, candidates)
+
+    @classmethod
+    def _with_profiles(cls, ptr, users, weights, postings, codes, candidates) -> PostingIndex:
+        profiles = ProfileKeys.pack(codes)
+        rows = np.nonzero(candidates)[0]
+        order = np.lexsort((rows, profiles.keys[rows]))  # by profile, then row
+        grouped = rows[order].astype(np.int32)
+        starts = np.flatnonzero(np.diff(profiles.keys[grouped], prepend=-1)) if len(grouped) else \
+            np.zeros(0, np.int64)
+        group_ptr = np.append(starts, len(grouped)).astype(np.int64)
+        return cls(ptr, users, weights, postings, profiles, group_ptr, grouped)
+
+    @property
+    def nnz(self) -> int:
+        return len(self.users)
+
+    @property
+    def user_keys(self) -> np.ndarray:
+        """Each posting's user's packed profile, beside it: read in sequence while accumulating."""
+        if self._user_keys is None:
+            self._user_keys = self.profiles.keys[self.users]
+        return self._user_keys
+
+    def save(self, folder: Path) -> list[Path]:
+        np.savez(folder / "postings.npz", ptr=self.ptr, users=self.users, weights=self.weights,
+                 postings=np.array(-1 if self.postings is None else self.postings))
+        return [folder / "postings.npz"]
+
+    @classmethod
+    def load(cls, folder: Path, codes: np.ndarray, candidates: np.ndarray) -> PostingIndex:
+        with np.load(folder / "postings.npz") as f:
+            postings = int(f["postings"])
+            ptr, users, weights = f["ptr"], f["users"], f["weights"]
+        return cls._with_profiles(ptr, users, weights, None if postings < 0 else postings, codes, candidates)
+
+
+def _truncate_postings(ptr: np.ndarray, users: np.ndarray, weights: np.ndarray, keep: int
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    lengths = np.minimum(np.diff(ptr), keep)
+    new_ptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    new_users = np.empty(int(new_ptr[-1]), np.int32)
+    new_weights = np.empty(int(new_ptr[-1]), np.float32)
+    _truncate_kernel(ptr, users, weights, keep, new_ptr, new_users, new_weights)
+    return new_ptr, new_users, new_weights
+
+
+@numba.njit(parallel=True, cache=True)
+def _truncate_kernel(ptr, users, weights, keep, new_ptr, new_users, new_weights):  # pragma: no cover - compiled
+    for a in numba.prange(len(ptr) - 1):
+        lo, hi, out = ptr[a], ptr[a + 1], new_ptr[a]
+        if hi - lo <= keep:
+            new_users[out:out + hi - lo] = users[lo:hi]
+            new_weights[out:out + hi - lo] = weights[lo:hi]
+            continue
+        order = np.argsort(-weights[lo:hi], kind="mergesort")[:keep]  # stable: ties keep the lower row
+        order.sort()  # back to row order: the accumulator is then walked forwards
+        for j in range(keep):
+            new_users[out + j] = users[lo + order[j]]
+            new_weights[out + j] = weights[lo + order[j]]
+
+
+# -- the search -----------------------------------------------------------------------------------------------
+
+def search(content: sp.csr_matrix, codes: np.ndarray, profile_weight: float, index: PostingIndex,
+           rows: np.ndarray, k: int, pool: int | None = None) -> Neighbours:
+    """Top-``k`` neighbours of ``rows`` among the index's candidate users (never the user itself).
+
+    ``pool``: candidates re-scored exactly (default ``k``; exact search adds :data:`EXACT_MARGIN`)."""
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    pool = max(k, pool or k) + (EXACT_MARGIN if index.postings is None else 0)
+    if len(rows) == 0:
+        return Neighbours(np.full((0, k), -1, np.int32), np.zeros((0, k), np.float32))
+    prof = index.profiles
+    chunks = int(min(len(rows), max(1, numba.get_num_threads()) * 4))
+    w = float(profile_weight) if len(prof.shifts) else 0.0
+    idx, sims = _search_kernel(rows, content.indptr.astype(np.int64), content.indices.astype(np.int32),
+                               content.data.astype(np.float32), index.ptr, index.users, index.weights,
+                               index.user_keys, prof.keys, prof.shifts, prof.masks, prof.similarity_table(),
+                               index.group_ptr, index.group_users, w, int(k), int(pool), int(content.shape[0]),
+                               int(content.shape[1]), chunks)
+    return Neighbours(idx, sims)
+
+
+@numba.njit(inline="always")
+def _worse(s1, i1, s2, i2):  # pragma: no cover - compiled
+    """The total order of candidates: higher similarity first, then the lower row."""
+    return s1 < s2 or (s1 == s2 and i1 > i2)
+
+
+@numba.njit(inline="always")
+def _heap_push(hs, hi, size, cap, s, i):  # pragma: no cover - compiled
+    """Keep the ``cap`` best (score, row) pairs in a heap whose root is the worst; returns the new size."""
+    if size < cap:
+        pos = size
+        size += 1
+        while pos > 0:
+            parent = (pos - 1) // 2
+            if _worse(s, i, hs[parent], hi[parent]):
+                hs[pos], hi[pos] = hs[parent], hi[parent]
+                pos = parent
+            else:
+                break
+        hs[pos], hi[pos] = s, i
+        return size
+    if not _worse(hs[0], hi[0], s, i):
+        return size
+    pos = 0
+    while True:
+        child = 2 * pos + 1
+        if child >= size:
+            break
+        if child + 1 < size and _worse(hs[child + 1], hi[child + 1], hs[child], hi[child]):
+            child += 1
+        if _worse(hs[child], hi[child], s, i):
+            hs[pos], hi[pos] = hs[child], hi[child]
+            pos = child
+        else:
+            break
+    hs[pos], hi[pos] = s, i
+    return size
+
+
+@numba.njit(inline="always")
+def _profile(key_u, key_v, shifts, masks, inv_u):  # pragma: no cover - compiled
+    """Cosine of two one-hot profiles from their packed keys: shared known fields / sqrt(known_u · known_v)."""
+    shared = 0
+    known_v = 0
+    for f in range(len(shifts)):
+        cv = (key_v >> shifts[f]) & masks[f]
+        if cv != 0:
+            known_v += 1
+            if cv == (key_u >> shifts[f]) & masks[f]:
+                shared += 1
+    return shared * inv_u[known_v]
+
+
+@numba.njit
+def _select_best(scores, ids, m, want, scratch, out):  # pragma: no cover - compiled
+    """The ``want`` best of ``m`` (score, id) pairs into ``out`` (any order) in linear time: the threshold by
+    quickselect, then everything above it and the lowest ids among those equal to it. Returns how many."""
+    if m <= want:
+        out[:m] = ids[:m]
+        return m
+    scratch[:m] = scores[:m]
+    theta = _kth_largest(scratch, m, want)
+    n = 0
+    ties = 0
+    for t in range(m):
+        if scores[t] > theta:
+            out[n] = ids[t]
+            n += 1
+        elif scores[t] == theta:
+            ties += 1
+    if n < want:
+        tied = np.empty(ties, ids.dtype)
+        j = 0
+        for t in range(m):
+            if scores[t] == theta:
+                tied[j] = ids[t]
+                j += 1
+        tied.sort()
+        for j in range(want - n):
+            out[n + j] = tied[j]
+        n = want
+    return n
+
+
+@numba.njit
+def _kth_largest(a, m, kth):  # pragma: no cover - compiled
+    """The ``kth`` largest of ``a[:m]`` (1-based), reordering ``a`` (Hoare quickselect, middle pivot)."""
+    target = m - kth  # its position in ascending order
+    lo, hi = 0, m - 1
+    while lo < hi:
+        pivot = a[(lo + hi) // 2]
+        i, j = lo, hi
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while a[j] > pivot:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if target <= j:
+            hi = j
+        elif target >= i:
+            lo = i
+        else:
+            break
+    return a[target]
+
+
+@numba.njit
+def _dot(dense, c_ptr, c_idx, c_val, v):  # pragma: no cover - compiled
+    d = 0.0
+    for j in range(c_ptr[v], c_ptr[v + 1]):
+        d += dense[c_idx[j]] * c_val[j]
+    return d
+
+
+@numba.njit(parallel=True, cache=True)
+def _search_kernel(rows, c_ptr, c_idx, c_val, p_ptr, p_users, p_weights, p_keys, keys, shifts, masks, inv, g_ptr,
+                   g_users, w, k, pool, n_users, n_artists, chunks):  # pragma: no cover - compiled
+    n_query = len(rows)
+    out_idx = np.full((n_query, k), -1, np.int32)
+    out_sim = np.zeros((n_query, k), np.float32)
+    n_fields = len(shifts)
+    for chunk in numba.prange(chunks):
+        acc = np.zeros(n_users, np.float32)  # > 0 exactly for the users met (weights are positive)
+        touched = np.empty(n_users, np.int32)
+        dense = np.zeros(n_artists, np.float32)
+        cand_s = np.empty(n_users, np.float32)
+        cand_i = np.empty(n_users, np.int32)
+        scratch = np.empty(n_users, np.float32)
+        pool_i = np.empty(pool, np.int64)
+        top_s = np.empty(k, np.float64)
+        top_i = np.empty(k, np.int64)
+        for r in range(chunk * n_query // chunks, (chunk + 1) * n_query // chunks):
+            u = rows[r]
+            key_u = keys[u]
+            known_u = 0
+            for f in range(n_fields):
+                if (key_u >> shifts[f]) & masks[f] != 0:
+                    known_u += 1
+            inv_u = inv[known_u]
+            # 0. accumulate the plays part, starting each user met at its profile similarity: the pool's score
+            #    is then (1 - w) · acc, with no second table to read
+            n_touched = 0
+            bonus_scale = w / (1.0 - w)
+            for j in range(c_ptr[u], c_ptr[u + 1]):
+                a = c_idx[j]
+                x = c_val[j]
+                dense[a] = x
+                for p in range(p_ptr[a], p_ptr[a + 1]):
+                    v = p_users[p]
+                    if acc[v] == 0:
+                        touched[n_touched] = v
+                        n_touched += 1
+                        if w > 0:
+                            acc[v] = bonus_scale * _profile(key_u, p_keys[p], shifts, masks, inv_u)
+                    acc[v] += x * p_weights[p]
+            # 1. the pool: partial plays + exact profile, the best `pool` by a linear-time selection
+            m = 0
+            for t in range(n_touched):
+                v = touched[t]
+                if v == u:
+                    continue
+                cand_s[m] = acc[v]
+                cand_i[m] = v
+                m += 1
+            size = _select_best(cand_s, cand_i, m, pool, scratch, pool_i)
+            # 2. exact re-scoring of the pool
+            top = 0
+            for h in range(size):
+                v = pool_i[h]
+                s = (1.0 - w) * _dot(dense, c_ptr, c_idx, c_val, v)
+                if w > 0:
+                    s += w * _profile(key_u, keys[v], shifts, masks, inv_u)
+                top = _heap_push(top_s, top_i, top, k, s, v)
+            # 3. users who share no indexed artist but match the profile, when they can make the top k
+            if w > 0 and (top < k or top_s[0] <= w):
+                for g in range(len(g_ptr) - 1):
+                    prof = _profile(key_u, keys[g_users[g_ptr[g]]], shifts, masks, inv_u)
+                    if prof <= 0 or (top == k and w * prof < top_s[0]):
+                        continue
+                    taken = 0
+                    for q in range(g_ptr[g], g_ptr[g + 1]):
+                        v = g_users[q]
+                        if v == u or acc[v] > 0:
+                            continue
+                        s = (1.0 - w) * _dot(dense, c_ptr, c_idx, c_val, v) + w * prof
+                        top = _heap_push(top_s, top_i, top, k, s, v)
+                        taken += 1
+                        if taken == k:  # the rest of the group only ties (exact search) or is a long shot
+                            break
+            # best first, ties to the lower row
+            order = np.empty(top, np.int64)
+            for h in range(top):
+                order[h] = h
+            for a in range(1, top):  # insertion sort: k is small
+                b = order[a]
+                pos = a
+                while pos > 0 and _worse(top_s[order[pos - 1]], top_i[order[pos - 1]], top_s[b], top_i[b]):
+                    order[pos] = order[pos - 1]
+                    pos -= 1
+                order[pos] = b
+            for h in range(top):
+                out_idx[r, h] = top_i[order[h]]
+                out_sim[r, h] = top_s[order[h]]
+            for t in range(n_touched):
+                acc[touched[t]] = 0.0
+            for j in range(c_ptr[u], c_ptr[u + 1]):
+                dense[c_idx[j]] = 0.0
+    return out_idx, out_sim
 
 
 def exact_neighbours(content: sp.csr_matrix, codes: np.ndarray | None, profile_weight: float, rows: np.ndarray,
-                     k: int, candidates: np.ndarray, block: int = 256) -> Neighbours:
-    """Exact top-``k`` by blended cosine for ``rows``, among ``candidates`` (a boolean mask over users)."""
-    content_t = content.T.tocsr()
-    out_idx = np.full((len(rows), k), -1, np.int32)
-    out_sim = np.zeros((len(rows), k), np.float32)
-    for start in range(0, len(rows), block):
-        part = rows[start:start + block]
-        sims = (content[part] @ content_t).toarray()
-        if profile_weight > 0 and codes is not None:
-            sims *= 1 - profile_weight
-            sims += profile_weight * profile_similarity(codes, part)
-        sims[:, ~candidates] = -np.inf
-        sims[np.arange(len(part)), part] = -np.inf  # never your own neighbour
-        idx, val = top_k_dense(sims, k)
-        out_idx[start:start + len(part)], out_sim[start:start + len(part)] = idx, val
-    return Neighbours(out_idx, out_sim)
+                     k: int, candidates: np.ndarray) -> Neighbours:
+    """Exact top-``k`` by blended cosine for ``rows`` among ``candidates`` (a boolean mask over users); builds a
+    full index first, so for repeated calls build a :class:`PostingIndex` once and use :func:`search`."""
+    codes = np.full((content.shape[0], 0), -1, np.int32) if codes is None else codes
+    index = PostingIndex.build(content, codes, candidates, postings=None)
+    return search(content, codes, profile_weight if codes.shape[1] else 0.0, index, rows, k)
 
+
+# -- SVD + HNSW (the earlier approximate search, kept for comparison) ---------------------------------------
 
 def svd_embedding(vectors: sp.csr_matrix, dim: int, seed: int) -> np.ndarray:
     """Rows of ``U·Σ`` of a rank-``dim`` truncated SVD, unit length: their dot products approximate the cosine
@@ -149,8 +510,13 @@ class AnnIndex:
         return Neighbours(idx, val)
 
 
+# -- judging an approximate search against the exact one -------------------------------------------------------
+
 def neighbour_recall(approx: Neighbours, exact: Neighbours) -> float:
-    """Share of the exact top-K found by the approximate search (rows without exact neighbours skipped)."""
+    """Share of the exact top-K found by the approximate search (rows without exact neighbours skipped).
+
+    Near-ties make this a harsh figure: when many users are almost equally similar, which of them make the exact
+    top K is nearly arbitrary; :func:`similarity_ratio` judges what was found by the exact measure instead."""
     hits = total = 0
     for a, e in zip(approx.indices, exact.indices, strict=True):
         e = e[e >= 0]
