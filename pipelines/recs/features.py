@@ -26,7 +26,7 @@ NEIGHBOUR_SEARCHES = ("approx", "exact", "svd_hnsw")
 class ModelParams:
     """Everything that shapes a recommendation version (the DAG's Params map onto these)."""
 
-    k_neighbours: int = 100
+    k_neighbours: int = 200
     n_recs: int = 10
     weighting: Weighting = "bm25"
     bm25_k1: float = 100.0
