@@ -250,9 +250,16 @@ def training_frame(progress: bool = False):
 
 
 def train_config(families=None, views=None, grid=None, params=None, cv_folds: int = 5, holdout_share: float = 0.2,
-                 seed: int = 42, threshold: float | None = None, n_jobs: int = 1):
-    """A :class:`~pipelines.tagging.models.train.TrainConfig` from Params (None = the defaults), checked."""
+                 seed: int = 42, threshold: float | None = None, n_jobs: int | None = None):
+    """A :class:`~pipelines.tagging.models.train.TrainConfig` from Params (None = the defaults), checked.
+    ``n_jobs``: processes fitting CV folds at once (``PIPELINES_TAGGING_TRAIN_JOBS``, else the cores); it
+    changes the speed, never the result."""
+    import os
+
     from pipelines.tagging.models.train import TrainConfig
+
+    if n_jobs is None:
+        n_jobs = int(os.environ.get("PIPELINES_TAGGING_TRAIN_JOBS") or os.cpu_count() or 1)
 
     defaults = TrainConfig()
     config = TrainConfig(families=tuple(families or defaults.families), views=tuple(views or defaults.views),
@@ -359,6 +366,38 @@ def _segmentation_section(root: DataRoot) -> list[str]:
     if data.get("planted"):
         lines += ["", f"Planted topic words kept whole by pycantonese: {data['planted']['kept_whole']:.1%}."]
     return [*lines, ""]
+
+
+def train_weekly(as_of: str | date, params: dict[str, Any]) -> dict:
+    """The weekly DAG's training: its Params (``models``, ``views``, ``grid``, ``cv_folds``, ``holdout_share``,
+    ``seed``, ``threshold``, ``catboost_iterations``) as a config, then :func:`train`. Returns what XCom needs."""
+    catboost = {"iterations": int(params["catboost_iterations"])} if params.get("catboost_iterations") else {}
+    config = train_config(families=params.get("models"), views=params.get("views"), grid=params.get("grid"),
+                          params={"catboost": catboost} if catboost else None,
+                          cv_folds=params.get("cv_folds", 5), holdout_share=params.get("holdout_share", 0.2),
+                          seed=params.get("seed", 42), threshold=params.get("threshold"))
+    result = train(as_of, config)
+    return {k: result[k] for k in ("version", "as_of", "uri", "best", "report", "runs")}
+
+
+def promote_trained(trained: dict, choice: str, by: str | None = None) -> dict:
+    """The weekly DAG's promotion: nothing (``""``), the best held-out model of this training (``"best"``), or the
+    named model of this training."""
+    if not choice:
+        return {"promoted": None}
+    if choice == "best":
+        return promote("best", version=trained["version"], by=by)
+    if choice not in trained["runs"]:
+        raise UsageError(f"promote={choice!r} was not trained in this run (models: {sorted(trained['runs'])})")
+    return promote(choice, trained["runs"][choice], by=by)
+
+
+def cleanup(keep_attempts: int = 2) -> dict:
+    """The retention policy: staged runs no reader needs are removed (each partition keeps its accepted run and
+    its newest ``keep_attempts`` other attempts)."""
+    from pipelines import ingest
+
+    return ingest.prune_staging(PIPELINE, keep_attempts)
 
 
 # -- promotion --------------------------------------------------------------------------------------------------

@@ -56,7 +56,7 @@ class TrainConfig:
     holdout_share: float = 0.2
     seed: int = 42
     threshold: float = DEFAULT_THRESHOLD
-    n_jobs: int = 1
+    n_jobs: int = 1  # folds fitted in parallel processes; does not change any result (not part of the version)
 
     def check(self) -> None:
         from pipelines.errors import UsageError
@@ -87,7 +87,10 @@ class TrainConfig:
         return [model_name(f, v) for f in self.families for v in ((None,) if f == BASELINE else self.views)]
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """What decides the result (``n_jobs`` only decides the speed)."""
+        out = asdict(self)
+        out.pop("n_jobs")
+        return out
 
 
 def _scorer(threshold: float, n_tags: int):
@@ -99,11 +102,12 @@ def _scorer(threshold: float, n_tags: int):
     return score
 
 
-def _search(estimator, grid: dict[str, list], X, Y, folds, threshold: float, n_tags: int) -> tuple[dict, dict]:
+def _search(estimator, grid: dict[str, list], X, Y, folds, threshold: float, n_tags: int,
+            n_jobs: int = 1) -> tuple[dict, dict]:
     """The best grid cell (mean CV macro F1) and a summary of the search."""
     from sklearn.model_selection import GridSearchCV
 
-    search = GridSearchCV(estimator, grid, scoring=_scorer(threshold, n_tags), cv=folds, refit=False, n_jobs=1,
+    search = GridSearchCV(estimator, grid, scoring=_scorer(threshold, n_tags), cv=folds, refit=False, n_jobs=n_jobs,
                           error_score="raise")
     search.fit(X, Y)
     results = search.cv_results_
@@ -111,6 +115,17 @@ def _search(estimator, grid: dict[str, list], X, Y, folds, threshold: float, n_t
              for p, m, s in zip(results["params"], results["mean_test_score"], results["std_test_score"], strict=True)]
     best = {k: _plain(v) for k, v in search.best_params_.items()}
     return best, {"cells": cells, "best": best, "best_cv_macro_f1": float(search.best_score_)}
+
+
+def _fit_predict(estimator, X_fit, Y_fit, X_predict, n_tags: int) -> tuple[object, np.ndarray, float, float]:
+    """Fit a fresh copy, predict: ``(model, probabilities, fit seconds, predict seconds)`` (one parallel job)."""
+    from sklearn.base import clone
+
+    started = time.perf_counter()
+    model = clone(estimator).fit(X_fit, Y_fit)
+    fitted = time.perf_counter()
+    proba = probabilities(model, X_predict, n_tags)
+    return model, proba, fitted - started, time.perf_counter() - fitted
 
 
 def _plain(value):
@@ -131,7 +146,7 @@ def train_and_evaluate(data: pd.DataFrame, out_dir: Path, config: TrainConfig, t
     """Fit, cross-validate and hold out every model of ``config`` on ``data`` (columns ``id, title, body, tags,
     words, chars``); save each model under ``out_dir/models/<name>/``. ``clean``: the generator's clean tags by
     article id (the oracle). Returns everything the report and the registry need."""
-    from sklearn.base import clone
+    from joblib import Parallel, delayed
     from tqdm import tqdm
 
     config.check()
@@ -163,29 +178,28 @@ def train_and_evaluate(data: pd.DataFrame, out_dir: Path, config: TrainConfig, t
         bar.set_postfix_str(name)
         searched, fixed = _fixed(config.grid.get(family))
         fixed = {**fixed, **config.params.get(family, {})}
-        estimator = build(family, view, config.seed, config.n_jobs, fixed)
+        estimator = build(family, view, config.seed, 1, fixed)
         started = time.perf_counter()
         chosen = dict(fixed)
         if searched:
             check_params(estimator, searched, family)
-            best, searches[name] = _search(estimator, searched, X_train, Y_train, folds, config.threshold, n_tags)
+            best, searches[name] = _search(estimator, searched, X_train, Y_train, folds, config.threshold, n_tags,
+                                           config.n_jobs)
             estimator.set_params(**best)
             chosen.update(best)
         search_seconds = time.perf_counter() - started
+        # The k folds and the final fit on every training article are independent: one parallel batch.
+        started = time.perf_counter()
+        jobs = [(X_train.iloc[tr], Y_train[tr], X_train.iloc[va]) for tr, va in folds] + [(X_train, Y_train, X_test)]
+        done = Parallel(n_jobs=min(config.n_jobs, len(jobs)))(
+            delayed(_fit_predict)(estimator, fit_x, fit_y, pred_x, n_tags) for fit_x, fit_y, pred_x in jobs)
+        cv_seconds = time.perf_counter() - started
         oof = np.zeros((len(train_idx), n_tags))
         fold_metrics[name] = []
-        started = time.perf_counter()
-        for tr, va in folds:
-            model = clone(estimator).fit(X_train.iloc[tr], Y_train[tr])
-            oof[va] = probabilities(model, X_train.iloc[va], n_tags)
-            fold_metrics[name].append(evaluate.metrics(Y_train[va], oof[va], config.threshold))
-        cv_seconds = time.perf_counter() - started
-        started = time.perf_counter()
-        final = clone(estimator).fit(X_train, Y_train)
-        fit_seconds = time.perf_counter() - started
-        started = time.perf_counter()
-        proba = probabilities(final, X_test, n_tags)
-        predict_seconds = time.perf_counter() - started
+        for (_, va), (_, fold_proba, _, _) in zip(folds, done[:-1], strict=True):
+            oof[va] = fold_proba
+            fold_metrics[name].append(evaluate.metrics(Y_train[va], fold_proba, config.threshold))
+        final, proba, fit_seconds, predict_seconds = done[-1]
         holdout_proba[name], oof_proba[name] = proba, oof
         row = evaluate.metrics(Y_test, proba, config.threshold)
         for metric in ("accuracy", "macro_f1", "top1_accuracy"):
