@@ -212,7 +212,9 @@ def sample(paths: list[Path], end: int | None, k: int, seed: int, purpose: str,
 
 def author_stats(paths: list[Path], end: int | None, prior_weight: float = 20.0):
     """:class:`~pipelines.engagement.features.AuthorStats` and the global mean and SD of the target over
-    ``paths`` (the training months): one DuckDB aggregation, memory by author, not by row."""
+    ``paths`` (the training months): one DuckDB aggregation, memory by author, not by row. Sums are exact
+    (DECIMAL of the target rounded to 1e-9), so the statistics do not depend on the order threads add rows in
+    and training is bit-for-bit reproducible."""
     import tempfile
 
     from pipelines.engagement.features import AuthorStats
@@ -220,18 +222,20 @@ def author_stats(paths: list[Path], end: int | None, prior_weight: float = 20.0)
     with tempfile.TemporaryDirectory(prefix="engagement-stats-") as tmp:
         con = duck.connect(Path(tmp), memory_limit="1GB")
         try:
-            src = f"(SELECT author, ln(1 + up_votes) AS y FROM read_parquet({duck.sql_paths(paths)}) " \
-                  f"WHERE $end IS NULL OR time_created < $end)"
-            n, mean, sd = con.sql(f"SELECT count(*), avg(y), stddev_pop(y) FROM {src}",
-                                  params={"end": end}).fetchall()[0]
-            table = con.sql(f"SELECT author, count(*)::DOUBLE AS n, sum(y) AS s FROM {src} GROUP BY author "
-                            "ORDER BY author", params={"end": end}).to_arrow_table()
+            table = con.sql(f"""
+                SELECT author, count(*)::DOUBLE AS n, sum(y)::DOUBLE AS s, sum(y * y)::DOUBLE AS ss
+                FROM (SELECT author, round(ln(1 + up_votes), 9)::DECIMAL(18, 9) AS y
+                      FROM read_parquet({duck.sql_paths(paths)}) WHERE $end IS NULL OR time_created < $end)
+                GROUP BY author ORDER BY author""", params={"end": end}).to_arrow_table()
         finally:
             con.close()
+    n = float(np.sum(table["n"].to_numpy()))
     if not n:
         raise MissingPartitionError("engagement: no training rows")
-    return AuthorStats.from_table(table, float(mean), prior_weight), {"rows": int(n), "mean": float(mean),
-                                                                      "sd": float(sd or 1.0)}
+    mean = float(np.sum(table["s"].to_numpy())) / n
+    var = max(float(np.sum(table["ss"].to_numpy())) / n - mean * mean, 0.0)
+    stats = AuthorStats.from_table(table.select(["author", "n", "s"]), mean, prior_weight)
+    return stats, {"rows": int(n), "mean": mean, "sd": float(np.sqrt(var)) or 1.0}
 
 
 def monthly_means(paths_by_month: dict[str, list[Path]], end: int | None) -> dict[str, dict]:
@@ -245,9 +249,9 @@ def monthly_means(paths_by_month: dict[str, list[Path]], end: int | None) -> dic
             for month, paths in sorted(paths_by_month.items()):
                 if not paths:
                     continue
-                n, mean = con.sql(f"SELECT count(*), avg(ln(1 + up_votes)) FROM read_parquet("
-                                  f"{duck.sql_paths(paths)}) WHERE $end IS NULL OR time_created < $end",
-                                  params={"end": end}).fetchall()[0]
+                n, mean = con.sql(f"SELECT count(*), avg(round(ln(1 + up_votes), 9)::DECIMAL(18, 9))::DOUBLE "
+                                  f"FROM read_parquet({duck.sql_paths(paths)}) WHERE $end IS NULL OR "
+                                  "time_created < $end", params={"end": end}).fetchall()[0]
                 out[month] = {"rows": int(n), "mean_log1p": None if mean is None else float(mean)}
         finally:
             con.close()
