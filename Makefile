@@ -6,9 +6,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-# Airflow's home and folders live inside the checkout (git-ignored var/), for demo and UI alike.
+# Airflow's home and folders live inside the checkout (git-ignored var/), for demo and UI alike. Every target
+# here is development mode: local stand-ins for services nobody configured (pipelines/settings.py).
 AIRFLOW_ENV := AIRFLOW_HOME=$(CURDIR)/var/airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
 	AIRFLOW__CORE__PLUGINS_FOLDER=$(CURDIR)/plugins AIRFLOW__CORE__LOAD_EXAMPLES=False
+export PIPELINES_LOCAL_SERVICES := 1
 
 .PHONY: install demo test airflow lint bench serve clean
 
@@ -29,7 +31,7 @@ test: $(STAMP)  ## the whole test suite (pytest's "no tests collected" is not a 
 
 airflow: $(STAMP)  ## Airflow UI on http://localhost:8080 with every DAG, local services started alongside
 	$(AIRFLOW_ENV) AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True \
-		PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pipelines services run -- airflow standalone
+		PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pipelines services run --airflow-metadata -- airflow standalone
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -70,18 +70,20 @@ from pipelines.dagkit import SENSOR, day_param, default_args, share_param
 )
 def recs_daily():
     @task
-    def begin(params=None, dag_run=None, data_interval_end=None) -> str:
+    def begin(params=None, dag_run=None, data_interval_end=None, dag=None) -> str:
         """Check the run's conf and say which snapshot day it processes."""
         from pipelines.orchestration import begin
 
-        return begin(params, dag_run, data_interval_end, interval_hour=2)
+        return begin(params, dag_run, data_interval_end, interval_hour=2, dag=dag)
 
     @task.sensor(**SENSOR)
-    def wait_for_snapshot(day: str) -> PokeReturnValue:
+    def wait_for_snapshot(day: str, data_interval_end=None, dag_run=None) -> PokeReturnValue:
         """Wait (rescheduled, no slot held) until both files of the day's snapshot are there."""
+        from pipelines.orchestration import poke_input
         from pipelines.recs import jobs
 
-        return PokeReturnValue(is_done=jobs.snapshot_ready(day), xcom_value=day)
+        ready = poke_input(jobs.snapshot_ready(day), day, "the Last.fm snapshot", data_interval_end, dag_run)
+        return PokeReturnValue(is_done=ready, xcom_value=day)
 
     @task(pool="duckdb")
     def validate(day: str, params=None) -> dict:

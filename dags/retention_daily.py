@@ -41,18 +41,20 @@ from pipelines.dagkit import SENSOR, day_param, default_args, share_param
 )
 def retention_daily():
     @task
-    def begin(params=None, dag_run=None, data_interval_end=None) -> str:
+    def begin(params=None, dag_run=None, data_interval_end=None, dag=None) -> str:
         """Check the run's conf and say which day it processes."""
         from pipelines.orchestration import begin
 
-        return begin(params, dag_run, data_interval_end, interval_hour=0)
+        return begin(params, dag_run, data_interval_end, interval_hour=0, dag=dag)
 
     @task.sensor(**SENSOR)
-    def wait_for_drop(day: str) -> PokeReturnValue:
+    def wait_for_drop(day: str, data_interval_end=None, dag_run=None) -> PokeReturnValue:
         """Wait (rescheduled, no slot held) until the day's drop has at least one file."""
+        from pipelines.orchestration import poke_input
         from pipelines.retention import jobs
 
-        return PokeReturnValue(is_done=jobs.drop_ready(day), xcom_value=day)
+        ready = poke_input(jobs.drop_ready(day), day, "the piwik_track drop", data_interval_end, dag_run)
+        return PokeReturnValue(is_done=ready, xcom_value=day)
 
     @task(pool="duckdb")
     def validate(day: str, params=None) -> dict:

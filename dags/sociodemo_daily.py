@@ -48,18 +48,20 @@ from pipelines.dagkit import SENSOR, day_param, default_args, share_param
 )
 def sociodemo_daily():
     @task
-    def begin(params=None, dag_run=None, data_interval_end=None) -> str:
+    def begin(params=None, dag_run=None, data_interval_end=None, dag=None) -> str:
         """Check the run's conf and say which day it processes."""
         from pipelines.orchestration import begin
 
-        return begin(params, dag_run, data_interval_end, interval_hour=1)
+        return begin(params, dag_run, data_interval_end, interval_hour=1, dag=dag)
 
     @task.sensor(**SENSOR)
-    def wait_for_events(day: str) -> PokeReturnValue:
+    def wait_for_events(day: str, data_interval_end=None, dag_run=None) -> PokeReturnValue:
         """Wait (rescheduled, no slot held) until the day's event drop has a file."""
+        from pipelines.orchestration import poke_input
         from pipelines.sociodemo import jobs
 
-        return PokeReturnValue(is_done=jobs.events_ready(day), xcom_value=day)
+        ready = poke_input(jobs.events_ready(day), day, "the viewing-events drop", data_interval_end, dag_run)
+        return PokeReturnValue(is_done=ready, xcom_value=day)
 
     @task(pool="duckdb")
     def validate(day: str, params=None) -> dict:

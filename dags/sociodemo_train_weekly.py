@@ -59,11 +59,11 @@ MODELS = ["topclass", "catboost", "deepsets"]
 )
 def sociodemo_train_weekly():
     @task
-    def begin(params=None, dag_run=None, data_interval_end=None) -> str:
+    def begin(params=None, dag_run=None, data_interval_end=None, dag=None) -> str:
         """Check the run's conf and say as of which day it trains."""
         from pipelines.orchestration import begin
 
-        return begin(params, dag_run, data_interval_end, interval_hour=3)
+        return begin(params, dag_run, data_interval_end, interval_hour=3, dag=dag)
 
     @task(pool="duckdb")
     def validate_targets(through: str, params=None) -> dict:

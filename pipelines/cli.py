@@ -56,12 +56,31 @@ def _cmd_services(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _terminate)
     with services.local_services(stop_postgres=True) as exported:
+        if args.airflow_metadata and "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" not in os.environ:
+            from pipelines.airflow_setup import embedded_metadata_url
+            from pipelines.settings import pg_dsn
+
+            os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = exported["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = \
+                embedded_metadata_url(pg_dsn())
         for key, value in exported.items():
             print(f"{key}={value}", file=sys.stderr)
         try:
+            if args.airflow_metadata:  # the metadata schema and the pools, before Airflow starts
+                for step in (["airflow", "db", "migrate"], [sys.executable, "-m", "pipelines", "airflow-setup"]):
+                    code = subprocess.call(step, env=os.environ.copy(), stdout=subprocess.DEVNULL)
+                    if code:
+                        print(f"error: {' '.join(step)} failed with exit code {code}", file=sys.stderr)
+                        return code
             return subprocess.call(command, env=os.environ.copy())
         except KeyboardInterrupt:
             return 130
+
+
+def _cmd_airflow_setup(args: argparse.Namespace) -> int:
+    from pipelines.airflow_setup import create_pools
+
+    emit({"pools": create_pools()})
+    return 0
 
 
 def _cmd_registry(args: argparse.Namespace) -> int:
@@ -107,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="run: start the local services, run COMMAND with them, stop them after. "
                                    "stop: stop the embedded PostgreSQL. pg-dsn: print its DSN (starting it).")
     p.add_argument("action", choices=["run", "stop", "pg-dsn"])
+    p.add_argument("--airflow-metadata", action="store_true",
+                   help="for run: keep Airflow's metadata in the embedded PostgreSQL (database 'airflow'), "
+                        "migrate it and create the pools before COMMAND")
     p.add_argument("command", nargs=argparse.REMAINDER, help="for run: -- COMMAND ARGS...")
     p.set_defaults(func=_cmd_services, parser=p)
 
@@ -118,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # not built yet
             raise
         module.register(sub)
+
+    p = sub.add_parser("airflow-setup", help="create the Airflow pools the DAGs use (after `airflow db migrate`)")
+    p.set_defaults(func=_cmd_airflow_setup)
 
     p = sub.add_parser("registry", help="the run registry")
     gsub = p.add_subparsers(dest="action", required=True)
@@ -144,6 +169,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _development_mode_by_hand() -> None:
+    """Run by hand on a machine where nothing is configured, the command line uses the local stand-ins (and
+    says so on stderr); inside an Airflow task, or with any service configured, it never does."""
+    from pipelines.settings import configured_pg_dsn, get_settings, local_services_enabled
+
+    if local_services_enabled() or "airflow.sdk.execution_time.task_runner" in sys.modules:
+        return
+    if configured_pg_dsn() is None and os.environ.get("PIPELINES_LOCAL_SERVICES") is None:
+        os.environ["PIPELINES_LOCAL_SERVICES"] = "1"
+        get_settings.cache_clear()
+        print(f"note: no PostgreSQL configured (PIPELINES_PG_DSN); using the embedded development server in "
+              f"{get_settings().embedded_pgdata}", file=sys.stderr)
+
+
 def _exit_code(exc: BaseException) -> int:
     from pipelines.errors import MissingPartitionError, RunRejected, UsageError
     from pipelines.settings import ConfigError
@@ -166,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.verbose = args.verbose or verbose
+    _development_mode_by_hand()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -75,10 +75,47 @@ def resolve_day(day_param: str | None, data_interval_end: datetime | None, run_a
 
 
 def begin(params: Mapping[str, Any], dag_run: Any, data_interval_end: datetime | None,
-          interval_hour: int = 0) -> str:
-    """Check the run's conf, resolve its day and log it; returns the day as an ISO string (for XCom)."""
-    check_conf(getattr(dag_run, "conf", None), params)
+          interval_hour: int = 0, dag: Any = None) -> str:
+    """Check the run's conf against the DAG's declared Params (the run's ``params`` already hold every conf key,
+    typos included), resolve its day and log it; returns the day as an ISO string (for XCom)."""
+    declared = getattr(dag, "params", None) if dag is not None else None
+    check_conf(getattr(dag_run, "conf", None), declared if declared is not None else params)
     day, source = resolve_day(params.get("day"), data_interval_end, getattr(dag_run, "run_after", None),
                               interval_hour)
     log.info("This run processes day %s (from %s).", day, source)
     return day.isoformat()
+
+
+#: How long a run waits for late input: up to this long after its data interval ends (a scheduled run), but at
+#: least :data:`GRACE` after it started (a manual run, a backfill of a long-past day, or the run unpausing a DAG
+#: creates: those fail fast instead of holding a run slot for hours).
+LATE_INPUT_WAIT = timedelta(hours=6)
+GRACE = timedelta(minutes=10)
+
+
+def input_deadline(data_interval_end: datetime | None, run_after: datetime | None,
+                   started: datetime | None = None) -> datetime:
+    """When a run stops waiting for its input (see :data:`LATE_INPUT_WAIT`)."""
+    from datetime import UTC
+
+    start = started or run_after or datetime.now(UTC)
+    candidates = [start + GRACE]
+    if data_interval_end is not None:
+        candidates.append(data_interval_end + LATE_INPUT_WAIT)
+    return max(candidates)
+
+
+def poke_input(ready: bool, day: str, what: str, data_interval_end: datetime | None, dag_run: Any) -> bool:
+    """A sensor's poke: True once the input is there; past the run's deadline, fail (no retry) saying so."""
+    from datetime import UTC
+
+    if ready:
+        return True
+    started = getattr(dag_run, "start_date", None)
+    deadline = input_deadline(data_interval_end, getattr(dag_run, "run_after", None), started)
+    now = datetime.now(UTC)
+    if now >= deadline:
+        _fail(f"{what} for {day} has not arrived; gave up waiting at {deadline.isoformat()} (a scheduled run waits "
+              f"up to {LATE_INPUT_WAIT} after its interval, other runs {GRACE}). Drop the input, then clear the task.")
+    log.info("%s for %s has not arrived yet; waiting until %s", what, day, deadline.isoformat())
+    return False

@@ -28,13 +28,25 @@ log = logging.getLogger(__name__)
 logging.getLogger("pgserver").setLevel(logging.WARNING)  # it logs every pg_ctl call at INFO
 
 
+_announced: set[str] = set()
+
+
 def ensure_embedded_postgres() -> str:
-    """Start (or reuse) the embedded PostgreSQL and return its DSN."""
-    import pgserver
+    """Start (or reuse) the embedded PostgreSQL and return its DSN (development mode only)."""
+    try:
+        import pgserver
+    except ImportError as exc:  # production images do not ship the development stand-ins
+        from pipelines.settings import ConfigError
+
+        raise ConfigError("the embedded PostgreSQL (pgserver) is a development tool and is not installed here: "
+                          "configure PIPELINES_PG_DSN or the pipelines_postgres connection") from exc
 
     pgdata = get_settings().embedded_pgdata
     pgdata.mkdir(parents=True, exist_ok=True)
     server = pgserver.get_server(pgdata, cleanup_mode=None)
+    if str(pgdata) not in _announced:
+        _announced.add(str(pgdata))
+        log.info("using the embedded development PostgreSQL in %s (PIPELINES_PG_DSN configures a real one)", pgdata)
     return server.get_uri()
 
 
@@ -103,7 +115,7 @@ def local_services(stop_postgres: bool = True) -> Iterator[dict[str, str]]:
     Exports the chosen endpoints into ``os.environ`` (so child processes such as Airflow's task runners see
     them) and yields that mapping. Only what this context started is stopped on exit.
     """
-    exported: dict[str, str] = {}
+    exported: dict[str, str] = {"PIPELINES_LOCAL_SERVICES": "1"}
     started_pg = False
     with contextlib.ExitStack() as stack:
         if configured_pg_dsn() is None:

@@ -5,8 +5,13 @@ Resolution order for each service is the same everywhere (CLI, Airflow task, tes
 1. an explicit environment variable (``PIPELINES_PG_DSN``, ``PIPELINES_DYNAMODB_ENDPOINT``, ...);
 2. an Airflow connection (``pipelines_postgres``, ``pipelines_aws``), looked up through Airflow's secrets
    backends when running inside a task, or read from its ``AIRFLOW_CONN_*`` variable otherwise;
-3. a local default: an embedded PostgreSQL started on demand (``pgserver``), and for DynamoDB the
-   loopback moto server that ``make demo`` / ``make airflow`` start (see :mod:`pipelines.services`).
+3. only in **development mode** (``PIPELINES_LOCAL_SERVICES=1``, switched on by ``make demo``, ``make airflow``,
+   ``make test`` and the command line run by hand): a local stand-in, an embedded PostgreSQL started on demand
+   (``pgserver``) and the loopback moto server for DynamoDB (see :mod:`pipelines.services`).
+
+Outside development mode a missing connection is a :class:`ConfigError`, and a connection lookup that fails
+for any reason but "not defined" (an unreachable API server, a broken secrets backend) is one too: a task never
+writes to a throwaway database because production was misconfigured.
 
 Nothing here connects to anything; it only says where things are.
 """
@@ -83,15 +88,28 @@ def _in_airflow_task() -> bool:
     return "airflow.sdk.execution_time.task_runner" in sys.modules
 
 
-def airflow_connection(conn_id: str) -> dict | None:
-    """The connection ``conn_id`` as a dict (uri, extra), or None when Airflow does not define it."""
-    if _in_airflow_task():
-        try:
-            from airflow.sdk import Connection
+def local_services_enabled() -> bool:
+    """Development mode: local stand-ins may be started for services nobody configured."""
+    return (_env("PIPELINES_LOCAL_SERVICES") or "").lower() in ("1", "true", "yes")
 
+
+def airflow_connection(conn_id: str) -> dict | None:
+    """The connection ``conn_id`` as a dict (uri, extra), or None when Airflow does not define it.
+
+    Inside a task, "not defined" falls through to the environment; any other failure of the lookup raises
+    :class:`ConfigError` (it must never look like "not configured, use the local stand-in").
+    """
+    if _in_airflow_task():
+        from airflow.sdk import Connection
+        from airflow.sdk.exceptions import AirflowNotFoundException
+
+        try:
             conn = Connection.get(conn_id)
-        except Exception:  # not found, or no API server reachable: fall back to the environment
+        except AirflowNotFoundException:
             conn = None
+        except Exception as exc:
+            raise ConfigError(f"looking up the Airflow connection {conn_id!r} failed: {type(exc).__name__}: "
+                              f"{exc}") from exc
         if conn is not None:
             return {"uri": conn.get_uri(), "extra": conn.extra_dejson, "login": conn.login,
                     "password": conn.password}
@@ -131,10 +149,14 @@ def configured_pg_dsn() -> str | None:
 
 
 def pg_dsn() -> str:
-    """The DSN to use, starting the embedded PostgreSQL when nothing else is configured."""
+    """The DSN to use; in development mode, the embedded PostgreSQL when nothing else is configured."""
     dsn = configured_pg_dsn()
     if dsn:
         return dsn
+    if not local_services_enabled():
+        raise ConfigError(
+            f"PostgreSQL is not configured: set PIPELINES_PG_DSN or define the Airflow connection {PG_CONN_ID!r} "
+            "(for the embedded development server, set PIPELINES_LOCAL_SERVICES=1)")
     from pipelines.services import ensure_embedded_postgres
 
     return ensure_embedded_postgres()

@@ -25,6 +25,7 @@ os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
 os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO / "plugins")
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
 os.environ["PIPELINES_HOME"] = str(_SESSION_DIR / "home")
+os.environ["PIPELINES_LOCAL_SERVICES"] = "1"  # tests are development mode (tests/unit/test_settings.py checks off)
 for _var in ("PIPELINES_PG_DSN", "PIPELINES_DATA_ROOT", "PIPELINES_DYNAMODB_ENDPOINT",
              "AIRFLOW_CONN_PIPELINES_POSTGRES",
              "AIRFLOW_CONN_PIPELINES_AWS", "PIPELINES_MAX_BAD_SHARE"):

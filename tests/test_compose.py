@@ -113,7 +113,8 @@ def test_readme_compose_table_matches_compose_services():
 
 def _pinned_airflow_version() -> str:
     deps = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
-    pins = [m.group(1) for d in deps if (m := re.fullmatch(r"\s*apache-airflow\s*==\s*([^\s;,]+)\s*", d))]
+    pins = [m.group(1) for d in deps
+            if (m := re.fullmatch(r"\s*apache-airflow(?:\[[^\]]*\])?\s*==\s*([^\s;,]+)\s*", d))]
     assert len(pins) == 1, f"expected one `apache-airflow==` pin in pyproject.toml, found {pins}"
     return pins[0]
 
@@ -167,3 +168,34 @@ def test_image_installs_the_pinned_cpu_torch():
     pinned = re.search(r'"torch==([^"]+)"', PYPROJECT.read_text())
     docker = re.search(r'download\.pytorch\.org/whl/cpu "torch==([^"]+)"', DOCKERFILE.read_text())
     assert pinned and docker and pinned.group(1) == docker.group(1)
+
+
+def test_secrets_are_required_not_defaulted():
+    text = COMPOSE_FILE.read_text(encoding="utf-8")
+    for secret in ("POSTGRES_PASSWORD", "AIRFLOW_JWT_SECRET", "AIRFLOW_API_SECRET_KEY", "AIRFLOW_FERNET_KEY"):
+        uses = re.findall(r"\$\{" + secret + r"(:[-?][^}]*)?\}", text)
+        assert uses, secret
+        assert all(u.startswith(":?") for u in uses), f"{secret} must be required (${{{secret}:?...}}), not defaulted"
+    assert "change-me" not in text
+
+
+def test_published_ports_answer_on_loopback_and_dynamodb_is_not_published():
+    for name, spec in _services().items():
+        for port in spec.get("ports", []):
+            assert str(port).startswith("${BIND_ADDRESS:-127.0.0.1}:"), f"{name} publishes {port} on every interface"
+    assert "ports" not in _services()["dynamodb"]
+
+
+def test_development_stand_ins_stay_out_of_the_runtime_dependencies():
+    project = tomllib.loads(PYPROJECT.read_text())["project"]
+    runtime = " ".join(project["dependencies"]).lower()
+    assert "pgserver" not in runtime and "moto" not in runtime
+    dev = " ".join(project["optional-dependencies"]["dev"]).lower()
+    assert "pgserver" in dev and "moto" in dev
+
+
+def test_the_image_installs_under_airflows_constraints():
+    text = DOCKERFILE.read_text()
+    assert "constraints-3.11.txt" in text and "--constraint /tmp/constraints.txt" in text
+    version = _pinned_airflow_version()
+    assert f"constraints-{version}/" in text

@@ -88,3 +88,10 @@ def test_a_missing_day_is_waited_for_then_fails_clearly_and_writes_nothing(dag, 
     upgrade()  # nothing ran against the database; make the tables exist to show they are empty
     assert db.query("SELECT count(*) AS n FROM retention_day_loads")[0]["n"] == 0
     assert db.query("SELECT count(*) AS n FROM ingest_partitions")[0]["n"] == 0
+
+
+def test_a_typo_in_the_conf_fails_the_run_at_once(dag, pg_dsn, data_root):
+    run = dag.test(logical_date=datetime(2017, 6, 2, tzinfo=UTC), run_conf={"max_bad_sharre": 0.5})
+    states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    assert str(run.state) == "failed" and states["begin"] == "failed", states
+    assert states["wait_for_drop"] == "upstream_failed"

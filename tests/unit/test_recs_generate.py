@@ -2,7 +2,6 @@
 
 import dataclasses
 import re
-import time
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta
 from itertools import combinations
@@ -36,11 +35,9 @@ def clean(tmp_path_factory):
     return root, spec, report, Truth.load(root, spec)
 
 
-def test_default_spec_is_fast_and_deterministic(tmp_path):
-    started = time.perf_counter()
+def test_default_spec_is_deterministic(tmp_path):
+    """(How fast the generator is, is measured by bench/recs_bench.py, not asserted here.)"""
     first = write_snapshot(SPEC, tmp_path / "a", DAY)
-    elapsed = time.perf_counter() - started
-    assert elapsed < 3.0, f"the default spec took {elapsed:.2f}s (budget: under a second on a quiet machine)"
     again = write_snapshot(SPEC, tmp_path / "b", DAY)
     assert _raw(tmp_path / "a") == _raw(tmp_path / "b")
     assert {k: v for k, v in first.items() if k not in ("files", "truth")} == \

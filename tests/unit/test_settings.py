@@ -52,3 +52,31 @@ def test_data_root_defaults_under_home(monkeypatch, tmp_path):
     monkeypatch.delenv("PIPELINES_DATA_ROOT", raising=False)
     get_settings.cache_clear()
     assert settings.get_settings().data_root == str(tmp_path / "data")
+
+
+def test_production_never_falls_back_to_the_embedded_postgres(monkeypatch):
+    monkeypatch.delenv("PIPELINES_LOCAL_SERVICES", raising=False)
+    with pytest.raises(ConfigError, match="PostgreSQL is not configured: set PIPELINES_PG_DSN"):
+        settings.pg_dsn()
+
+
+def test_a_failing_connection_lookup_in_a_task_is_an_error_not_a_fallback(monkeypatch):
+    from airflow.sdk import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    monkeypatch.setattr(settings, "_in_airflow_task", lambda: True)
+
+    def unreachable(conn_id):
+        raise ConnectionRefusedError("API server unreachable")
+
+    monkeypatch.setattr(Connection, "get", staticmethod(unreachable))
+    with pytest.raises(ConfigError, match="looking up the Airflow connection 'pipelines_postgres' failed"):
+        settings.pg_dsn()
+
+    def missing(conn_id):
+        raise AirflowNotFoundException(f"The conn_id `{conn_id}` isn't defined")
+
+    monkeypatch.setattr(Connection, "get", staticmethod(missing))
+    monkeypatch.delenv("PIPELINES_LOCAL_SERVICES", raising=False)
+    with pytest.raises(ConfigError, match="not configured"):  # not defined, and not development mode
+        settings.pg_dsn()
