@@ -7,6 +7,7 @@ Used by ``tests/e2e/test_scheduler.py`` and ``bench/scheduler_bench.py``. Schedu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -123,10 +124,8 @@ class AirflowCluster:
 
     def stop(self) -> None:
         for proc in self.processes.values():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
         for proc in self.processes.values():
             try:
                 proc.wait(30)
