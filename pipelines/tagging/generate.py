@@ -194,11 +194,24 @@ class _Composer:
             parts[rng.randrange(len(parts))] = join_words([w for w, _ in self.sentence()])
         parts.append(join_words([w for w, _ in self.sentence()]))
         published = datetime.fromisoformat(original.published_at) + timedelta(hours=rng.randint(1, 48))
-        return Article(id=article_id, title=original.title + rng.choice(["（更新）", "（多圖）", "（附片）"]),
-                       body="".join(parts), published_at=_iso(published), clean_tags=list(original.clean_tags),
-                       observed_tags=list(original.observed_tags), noisy=original.noisy,
-                       topic_words=list(original.topic_words), distractor_words=list(original.distractor_words),
+        title, body = original.title + rng.choice(["（更新）", "（多圖）", "（附片）"]), "".join(parts)
+        kept = _still_in(original.topic_words, title + body)  # the replaced sentence may have held some
+        return Article(id=article_id, title=title, body=body, published_at=_iso(published),
+                       clean_tags=list(original.clean_tags), observed_tags=list(original.observed_tags),
+                       noisy=original.noisy, topic_words=kept,
+                       distractor_words=_still_in(original.distractor_words, title + body),
                        near_duplicate_of=original.id)
+
+
+def _still_in(words: list[str], text: str) -> list[str]:
+    """``words`` (with repeats) that ``text`` still holds as many times."""
+    out, budget = [], {}
+    for word in words:
+        budget.setdefault(word, text.count(word))
+        if budget[word] > 0:
+            out.append(word)
+            budget[word] -= 1
+    return out
 
 
 def _poisson(rng: random.Random, mean: float) -> int:
