@@ -20,7 +20,8 @@ reported when it bites.
 **Promotion is explicit**: nothing is served until a model is promoted. Set `promote` to a model name to
 promote that model of this run after training, or later with `python -m pipelines engagement promote --model
 <name>`. A rejected historical file fails its mapped task without retry; it is not tried again until it
-changes (or `reconvert` is set), and training runs on the accepted data.
+changes (or `reconvert` is set); training still runs on the accepted data, and `verdict` then fails the run
+so the rejection is not missed.
 """
 
 from __future__ import annotations
@@ -74,11 +75,11 @@ PROMOTABLE = ["mean", "author_mean", *MODELS]
 )
 def engagement_train_weekly():
     @task
-    def begin(params=None, dag_run=None, data_interval_end=None) -> str:
+    def begin(params=None, dag_run=None, data_interval_end=None, dag=None) -> str:
         """Check the run's conf and say as of which day it trains."""
         from pipelines.orchestration import begin
 
-        return begin(params, dag_run, data_interval_end, interval_hour=4)
+        return begin(params, dag_run, data_interval_end, interval_hour=4, dag=dag)
 
     @task
     def pending_files(day: str, params=None) -> list[str]:
@@ -99,12 +100,12 @@ def engagement_train_weekly():
         return fail_without_retry_on_rejection(jobs.convert_file)(name, params["max_bad_share"])
 
     @task(trigger_rule="all_done")
-    def conversions() -> dict:
-        """Which historical files are accepted and which rejected, once every conversion has finished (a
-        rejected file fails its own task and the run, but not the training on the accepted data)."""
+    def conversions(pending: list[str]) -> dict:
+        """Which of this run's files were accepted and which rejected, once every conversion has finished (a
+        rejected file fails its own task, not the training on the accepted data)."""
         from pipelines.engagement import jobs
 
-        return jobs.history_status()
+        return jobs.conversion_outcome(pending)
 
     @task(pool="ml_training")
     def train(day: str, converted: dict, params=None) -> dict:
@@ -116,6 +117,17 @@ def engagement_train_weekly():
                             train_months=params["train_months"] or None, eval_rows=params["eval_rows"],
                             valid_rows=params["valid_rows"])
         return {k: result[k] for k in ("version", "as_of", "runs", "report")}
+
+    @task
+    def verdict(promoted: dict, converted: dict) -> dict:
+        """Fail the run (after training) when one of this run's historical files was rejected."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        if converted["rejected"]:
+            raise AirflowFailException(f"historical file(s) rejected in this run: {converted['rejected']}; the "
+                                       "models were trained without them (see the convert_file logs and the "
+                                       "quarantine table)")
+        return {**promoted, **converted}
 
     @task
     def promote(trained: dict, params=None) -> dict:
@@ -130,9 +142,10 @@ def engagement_train_weekly():
         return jobs.promote(name, trained["runs"][name], by="engagement_train_weekly")
 
     day = begin()
-    summary = conversions()
-    convert_file.expand(name=pending_files(day)) >> summary
-    promote(train(day, summary))
+    pending = pending_files(day)
+    summary = conversions(pending)
+    convert_file.expand(name=pending) >> summary
+    verdict(promote(train(day, summary)), summary)
 
 
 engagement_train_weekly()

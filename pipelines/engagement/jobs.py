@@ -190,6 +190,15 @@ def history_status() -> dict:
     return out
 
 
+def conversion_outcome(names: list[str]) -> dict:
+    """Of the historical files ``names`` (a run's pending list), which are now accepted and which rejected."""
+    status = history_status()
+    rejected = {r["file"] for r in status["rejected"]}
+    accepted = {a["file"]: a for a in status["accepted"] if a["last_attempt"] == "accepted"}
+    return {"converted": sorted(n for n in names if n in accepted),
+            "rejected": sorted(n for n in names if n in rejected or (n not in accepted))}
+
+
 def convert_file(name: str, max_bad_share: float | None = None) -> dict:
     """Convert one historical file under the ingest contract (partition ``file=<name>``)."""
     from pipelines.engagement.convert import file_validator
@@ -411,6 +420,7 @@ def _model_folder(root: DataRoot, artifact_uri: str) -> Path:
 
 def _day_posts(day: date, root: DataRoot) -> list[Path]:
     """The day's accepted posts (a rejected or missing drop is never scored: MissingPartitionError)."""
+    ensure_schema(pg_dsn())
     return sorted(ingest.accepted_dir(PIPELINE, day.isoformat(), root).glob("posts-*.parquet"))
 
 
