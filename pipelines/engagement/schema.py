@@ -74,7 +74,9 @@ def raw_day_dir(day: date) -> str:
 def file_partition(name: str) -> str:
     """The ingest partition key of a historical file: ``file=<name>``."""
     if not _SAFE_NAME.match(name):
-        raise ValueError(f"historical file name {name!r}: use letters, digits, '.', '_' and '-' only")
+        from pipelines.errors import UsageError
+
+        raise UsageError(f"historical file name {name!r}: use letters, digits, '.', '_' and '-' only")
     return f"{FILE_PARTITION_PREFIX}{name}"
 
 
