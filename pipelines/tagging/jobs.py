@@ -42,7 +42,7 @@ PIPELINE = schema.PIPELINE
 TRUTH_REL = f"{schema.GENERATED_REL}/truth.parquet"
 SPEC_REL = f"{schema.GENERATED_REL}/spec.json"
 TAG_COLUMNS = ["article_id", "tag", "probability", "rank", "model_name", "model_version", "content_hash", "as_of",
-               "tagged_at", "run_id"]
+               "tagged_at"]
 
 
 class NoPromotedModelError(PipelineError):
@@ -468,15 +468,15 @@ def load_serving_model(model: dict):
 
 # -- tagging ----------------------------------------------------------------------------------------------------
 
-def _tag_rows(frame, predictions: list[list[tuple[str, float]]], model: dict, day: date, tagged_at: datetime,
-              run_id: str) -> list[tuple]:
+def _tag_rows(frame, predictions: list[list[tuple[str, float]]], model: dict, day: date,
+              tagged_at: datetime) -> list[tuple]:
     rows = []
     for article_id, content, tags in zip(frame["id"], frame["content_hash"], predictions, strict=True):
         for rank, (tag, probability) in enumerate(tags, 1):
             if not 0.0 <= probability <= 1.0:
                 raise ValueError(f"probability {probability} of {article_id}/{tag} outside [0, 1]")
             rows.append((article_id, tag, probability, rank, model["model_name"], model["model_version"], content,
-                         day, tagged_at, run_id))
+                         day, tagged_at))
     return rows
 
 
@@ -489,7 +489,7 @@ def _upsert(rows: list[tuple], article_ids: list[str], day: date, model: dict, t
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(TAG_COLUMNS)
-    writer.writerows([[*r[:7], r[7].isoformat(), r[8].isoformat(), r[9]] for r in rows])
+    writer.writerows([[*r[:7], r[7].isoformat(), r[8].isoformat()] for r in rows])
     buffer.seek(0)
     with db.transaction(dsn) as cur:
         db.advisory_xact_lock(cur, "tagging.article_tags")
@@ -545,7 +545,7 @@ def tag(day: str | date, model_name: str | None = None, progress: bool = False) 
         X = feature_frame(list(frame["title"]), list(frame["body"]), list(frame["content_hash"]), words)
         proba = tagger.predict_proba(X) if len(frame) else None
         predictions = tagger.predict_tags(X) if len(frame) else []
-        rows = _tag_rows(frame, predictions, model, day, interval[1], str(run.run_id))
+        rows = _tag_rows(frame, predictions, model, day, interval[1])
         written = _upsert(rows, list(frame["id"]), day, model, interval[1], str(run.run_id),
                           str(accepted["run_id"]) if accepted else None, dsn)
         metrics = {"articles": len(frame), "tags": len(rows), **written, "segmented": stats.segmented,

@@ -15,7 +15,8 @@ def upgrade() -> None:
     -- The serving table: an article's current tags, one row per (article, tag), written by the daily tagging
     -- run that saw the article last. A run replaces an article's whole tag set in one transaction; a run of an
     -- older day never replaces tags written from a newer day (as_of), so backfills cannot roll tags back.
-    -- tagged_at is the end of the day's interval, not now(): rerunning a day writes identical rows.
+    -- tagged_at is the end of the day's interval, not now(): rerunning a day writes identical rows (which run
+    -- wrote a day is in tagging_days).
     CREATE TABLE tagging_article_tags (
         article_id    text NOT NULL,
         tag           text NOT NULL,
@@ -26,7 +27,6 @@ def upgrade() -> None:
         content_hash  text NOT NULL,                                 -- the article text that was tagged
         as_of         date NOT NULL,                                 -- the day whose drop carried the article
         tagged_at     timestamptz NOT NULL,
-        run_id        uuid,
         PRIMARY KEY (article_id, tag)
     );
     CREATE INDEX tagging_article_tags_tag ON tagging_article_tags (tag, probability DESC);
