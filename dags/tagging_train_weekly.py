@@ -79,11 +79,11 @@ DEFAULT_GRID = {
 )
 def tagging_train_weekly():
     @task
-    def begin(params=None, dag_run=None, data_interval_end=None) -> str:
+    def begin(params=None, dag_run=None, data_interval_end=None, dag=None) -> str:
         """Check the run's conf and say as of which day it trains."""
         from pipelines.orchestration import begin
 
-        return begin(params, dag_run, data_interval_end, interval_hour=4)
+        return begin(params, dag_run, data_interval_end, interval_hour=4, dag=dag)
 
     @task.sensor(**SENSOR)
     def wait_for_corpus(day: str) -> PokeReturnValue:
@@ -94,11 +94,18 @@ def tagging_train_weekly():
 
     @task(pool="duckdb")
     def validate_corpus(day: str, params=None) -> str:
-        """Read every corpus file, quarantine bad rows, stage the valid articles (the ingest contract)."""
+        """Check the training Params (a bad grid fails here, before any work); read every corpus file,
+        quarantine bad rows, stage the valid articles (the ingest contract)."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from pipelines.errors import UsageError
         from pipelines.orchestration import fail_without_retry_on_rejection
         from pipelines.tagging import jobs
 
-        fail_without_retry_on_rejection(jobs.validate_corpus)(params["max_bad_share"])
+        try:
+            fail_without_retry_on_rejection(jobs.validate_corpus)(params["max_bad_share"], dict(params))
+        except UsageError as exc:  # nonsense Params: retrying cannot help
+            raise AirflowFailException(str(exc)) from exc
         return day
 
     @task(pool="ml_training")

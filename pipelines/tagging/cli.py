@@ -38,13 +38,13 @@ def _model(text: str) -> str:
 def _train(args: argparse.Namespace) -> dict:
     from pipelines.tagging import jobs
 
-    if not args.no_validate:
-        jobs.validate_corpus(args.max_bad_share)
-    jobs.segment("corpus", workers=args.workers, progress=True)
     params = {"catboost": {"iterations": args.catboost_iterations}} if args.catboost_iterations else {}
     config = jobs.train_config(families=args.models, views=args.views, grid=args.grid, params=params,
                                cv_folds=args.cv_folds, holdout_share=args.holdout, seed=args.seed,
-                               threshold=args.threshold)
+                               threshold=args.threshold)  # checked before any work: a typo fails at once
+    if not args.no_validate:
+        jobs.validate_corpus(args.max_bad_share)
+    jobs.segment("corpus", workers=args.workers, progress=True)
     as_of = args.as_of or datetime.now(UTC).date()
     result = jobs.train(as_of, config, progress=True)
     if args.promote:

@@ -30,7 +30,7 @@ from typing import Any
 from pipelines import db, registry
 from pipelines.days import as_day as _day
 from pipelines.days import day_interval as _interval
-from pipelines.errors import MissingPartitionError, PipelineError, UsageError
+from pipelines.errors import MissingPartitionError, PipelineError, RunRejected, UsageError
 from pipelines.migrate import ensure_schema
 from pipelines.settings import get_settings, pg_dsn
 from pipelines.storage import DataRoot
@@ -45,12 +45,14 @@ TAG_COLUMNS = ["article_id", "tag", "probability", "rank", "model_name", "model_
                "tagged_at"]
 
 
-class NoPromotedModelError(PipelineError):
-    """Tagging needs a promoted model, and promotion is explicit: someone has to promote one first."""
+class NoPromotedModelError(MissingPartitionError):
+    """Tagging needs a promoted model, and promotion is explicit: someone has to promote one first (the CLI
+    exits 4, "input missing"; the daily DAG skips tagging)."""
 
 
-class FeatureMismatchError(PipelineError):
-    """The promoted model was trained on text prepared differently (another segmenter or text rules)."""
+class FeatureMismatchError(RunRejected):
+    """The promoted model was trained on text prepared differently (another segmenter or text rules): retrying
+    cannot help, retraining does."""
 
 
 # -- generate ---------------------------------------------------------------------------------------------------
@@ -109,10 +111,13 @@ def validate(day: str | date, max_bad_share: float | None = None) -> dict:
     return {**result.as_dict(), "day": day.isoformat()}
 
 
-def validate_corpus(max_bad_share: float | None = None) -> dict:
-    """Validate and stage the labelled corpus (partition ``corpus``)."""
+def validate_corpus(max_bad_share: float | None = None, training_params: dict[str, Any] | None = None) -> dict:
+    """Validate and stage the labelled corpus (partition ``corpus``). With ``training_params`` (the weekly DAG's
+    Params), they are checked first, so a typo in the grid fails before any work is done."""
     from pipelines.tagging.ingest import validate_partition
 
+    if training_params is not None:
+        training_config(training_params)
     result = validate_partition(schema.CORPUS_PARTITION, DataRoot(), _threshold(max_bad_share))
     return result.as_dict()
 
@@ -368,15 +373,20 @@ def _segmentation_section(root: DataRoot) -> list[str]:
     return [*lines, ""]
 
 
-def train_weekly(as_of: str | date, params: dict[str, Any]) -> dict:
-    """The weekly DAG's training: its Params (``models``, ``views``, ``grid``, ``cv_folds``, ``holdout_share``,
-    ``seed``, ``threshold``, ``catboost_iterations``) as a config, then :func:`train`. Returns what XCom needs."""
+def training_config(params: dict[str, Any]):
+    """The weekly DAG's Params (``models``, ``views``, ``grid``, ``cv_folds``, ``holdout_share``, ``seed``,
+    ``threshold``, ``catboost_iterations``) as a checked config (:class:`UsageError` on nonsense)."""
     catboost = {"iterations": int(params["catboost_iterations"])} if params.get("catboost_iterations") else {}
-    config = train_config(families=params.get("models"), views=params.get("views"), grid=params.get("grid"),
-                          params={"catboost": catboost} if catboost else None,
-                          cv_folds=params.get("cv_folds", 5), holdout_share=params.get("holdout_share", 0.2),
-                          seed=params.get("seed", 42), threshold=params.get("threshold"))
-    result = train(as_of, config)
+    return train_config(families=params.get("models"), views=params.get("views"), grid=params.get("grid"),
+                        params={"catboost": catboost} if catboost else None,
+                        cv_folds=params.get("cv_folds", 5), holdout_share=params.get("holdout_share", 0.2),
+                        seed=params.get("seed", 42), threshold=params.get("threshold"))
+
+
+def train_weekly(as_of: str | date, params: dict[str, Any]) -> dict:
+    """The weekly DAG's training: its Params as a config (:func:`training_config`), then :func:`train`.
+    Returns what XCom needs."""
+    result = train(as_of, training_config(params))
     return {k: result[k] for k in ("version", "as_of", "uri", "best", "report", "runs")}
 
 

@@ -144,3 +144,26 @@ def test_generated_bad_rows_are_found_exactly(tmp_path, bad_rate):
     corpus = _inspect(tmp_path, "corpus")
     conflicted = made["planted"]["corpus"].get("conflicting_id", 0) // 2
     assert corpus.rows_valid == made["corpus_articles"] - conflicted
+
+
+def test_any_bytes_are_read_or_quarantined_never_crash(tmp_path_factory):
+    """Fuzz: arbitrary bytes in a JSON lines and a CSV file never crash the validator, and every row read is
+    either valid or quarantined with a reason."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    good = json.dumps(_article(1), ensure_ascii=False).encode()
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.lists(st.one_of(st.binary(max_size=80), st.just(good), st.text(max_size=60).map(str.encode)),
+                    max_size=12))
+    def check(lines):
+        root = tmp_path_factory.mktemp("fuzz")
+        folder = _folder(root)
+        (folder / "a.jsonl").write_bytes(b"\n".join(lines))
+        (folder / "b.csv").write_bytes(b"id,title,body,published_at,tags\n" + b"\n".join(lines))
+        result = _inspect(root, share=1.0)
+        assert result.rows_read == result.rows_valid + result.rows_quarantined
+        assert set(result.reasons) <= set(schema.REASONS) | {"bad_header", "unreadable_file"}
+
+    check()

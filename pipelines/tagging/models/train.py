@@ -76,6 +76,8 @@ class TrainConfig:
             for key, values in grid.items():
                 if not isinstance(values, list) or not values:
                     raise UsageError(f"grid {family}.{key} must be a non-empty list of values, got {values!r}")
+        for family, values in [*self.grid.items(), *self.params.items()]:
+            check_params(build(family, self.views[0], self.seed), dict(values), family)
         if not 2 <= self.cv_folds <= 20:
             raise UsageError(f"cv_folds {self.cv_folds} must be between 2 and 20")
         if not 0 < self.holdout_share < 1:
