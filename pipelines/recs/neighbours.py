@@ -210,11 +210,11 @@ def search(content: sp.csr_matrix, codes: np.ndarray, profile_weight: float, ind
     prof = index.profiles
     chunks = int(min(len(rows), max(1, numba.get_num_threads()) * 4))
     w = float(profile_weight) if len(prof.shifts) else 0.0
-    idx, sims = _search_kernel(rows, content.indptr.astype(np.int64), content.indices.astype(np.int32),
-                               content.data.astype(np.float32), index.ptr, index.users, index.weights,
-                               index.user_keys, prof.keys, prof.shifts, prof.masks, prof.similarity_table(),
-                               index.group_ptr, index.group_users, w, int(k), int(pool), int(content.shape[0]),
-                               int(content.shape[1]), chunks)
+    indices, data = content.indices.astype(np.int32, copy=False), content.data.astype(np.float32, copy=False)
+    idx, sims = _search_kernel(rows, content.indptr.astype(np.int64), indices, data, index.ptr, index.users,
+                               index.weights, index.user_keys, prof.keys, prof.shifts, prof.masks,
+                               prof.similarity_table(), index.group_ptr, index.group_users, w, int(k), int(pool),
+                               int(content.shape[0]), int(content.shape[1]), chunks)
     return Neighbours(idx, sims)
 
 
@@ -255,6 +255,27 @@ def _heap_push(hs, hi, size, cap, s, i):  # pragma: no cover - compiled
             break
     hs[pos], hi[pos] = s, i
     return size
+
+
+@numba.njit(inline="always")
+def _heap_pop(hs, hi, size):  # pragma: no cover - compiled
+    """Remove the root (the worst) of a heap of ``size``: the last element sifts down from the root."""
+    s, i = hs[size - 1], hi[size - 1]
+    size -= 1
+    pos = 0
+    while True:
+        child = 2 * pos + 1
+        if child >= size:
+            break
+        if child + 1 < size and _worse(hs[child + 1], hi[child + 1], hs[child], hi[child]):
+            child += 1
+        if _worse(hs[child], hi[child], s, i):
+            hs[pos], hi[pos] = hs[child], hi[child]
+            pos = child
+        else:
+            break
+    if size > 0:
+        hs[pos], hi[pos] = s, i
 
 
 @numba.njit(inline="always")
@@ -411,20 +432,11 @@ def _search_kernel(rows, c_ptr, c_idx, c_val, p_ptr, p_users, p_weights, p_keys,
                         taken += 1
                         if taken == k:  # the rest of the group only ties (exact search) or is a long shot
                             break
-            # best first, ties to the lower row
-            order = np.empty(top, np.int64)
-            for h in range(top):
-                order[h] = h
-            for a in range(1, top):  # insertion sort: k is small
-                b = order[a]
-                pos = a
-                while pos > 0 and _worse(top_s[order[pos - 1]], top_i[order[pos - 1]], top_s[b], top_i[b]):
-                    order[pos] = order[pos - 1]
-                    pos -= 1
-                order[pos] = b
-            for h in range(top):
-                out_idx[r, h] = top_i[order[h]]
-                out_sim[r, h] = top_s[order[h]]
+            # best first, ties to the lower row: pop the heap's root (its worst) into the last free slot
+            for h in range(top - 1, -1, -1):
+                out_idx[r, h] = top_i[0]
+                out_sim[r, h] = top_s[0]
+                _heap_pop(top_s, top_i, h + 1)
             for t in range(n_touched):
                 acc[touched[t]] = 0.0
             for j in range(c_ptr[u], c_ptr[u + 1]):

@@ -62,9 +62,9 @@ def cf_top_n(neighbours: Neighbours, content: sp.csr_matrix, plays: sp.csr_matri
     chunks = int(min(len(rows), max(1, numba.get_num_threads()) * 4))
     return _cf_top_n_kernel(np.ascontiguousarray(neighbours.indices, dtype=np.int32),
                             np.ascontiguousarray(neighbours.sims, dtype=np.float32),
-                            content.indptr.astype(np.int64), content.indices.astype(np.int32),
-                            content.data.astype(np.float32), plays.indptr.astype(np.int64),
-                            plays.indices.astype(np.int32), rows, int(n), int(content.shape[1]), chunks)
+                            content.indptr.astype(np.int64), content.indices.astype(np.int32, copy=False),
+                            content.data.astype(np.float32, copy=False), plays.indptr.astype(np.int64),
+                            plays.indices.astype(np.int32, copy=False), rows, int(n), int(content.shape[1]), chunks)
 
 
 @numba.njit(parallel=True, cache=True)
