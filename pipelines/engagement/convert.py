@@ -241,13 +241,16 @@ class FileCounts:
 
 
 class _MonthWriters:
-    """One Parquet file per month for one input file, written a row group at a time by a background thread
-    (Parquet encoding and compression release the GIL, so they overlap the next block's parsing)."""
+    """The second half of a block's work, on a background thread: the post ids (MD5 in DuckDB, on its own
+    cursor), the split by month and the Parquet writes (one file per month for one input file, a row group at
+    a time). DuckDB and Parquet encoding release the GIL, so this overlaps the next block's splitting, parsing
+    and checking; at most two blocks wait, so memory stays bounded."""
 
-    def __init__(self, folder: Path, file_index: int, options: ConvertOptions) -> None:
+    def __init__(self, folder: Path, file_index: int, options: ConvertOptions, con, source: str) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
-        self.folder, self.index, self.options = folder, file_index, options
+        self.folder, self.index, self.options, self.source = folder, file_index, options, source
+        self.cursor = con.cursor()
         self.buffers: dict[str, list] = defaultdict(list)
         self.buffered: Counter = Counter()
         self.writers: dict[str, object] = {}
@@ -257,7 +260,35 @@ class _MonthWriters:
     def path(self, month: str) -> Path:
         return self.folder / f"posts-{month}--{self.index:03d}.parquet"
 
-    def add(self, month: str, table) -> None:
+    def submit(self, columns: dict, months: np.ndarray) -> None:
+        """Queue a block's valid rows (typed columns, no post id yet) and their months."""
+        while len(self.pending) >= 2:
+            self.pending.pop(0).result()
+        self.pending.append(self.pool.submit(self._block, columns, months))
+
+    def _block(self, columns: dict, months: np.ndarray) -> None:
+        import pyarrow as pa
+
+        keys = pa.table({"t": columns["time_created"], "author": columns["author"], "title": columns["title"]})
+        self.cursor.register("keys", keys)
+        try:
+            post_ids = self.cursor.sql(_POST_ID_SQL).to_arrow_table()["post_id"]
+        finally:
+            self.cursor.unregister("keys")
+        n = len(months)
+        valid = pa.table({"post_id": post_ids, **columns, "source": pa.repeat(pa.scalar(self.source), n)},
+                         schema=staged_schema())
+        if n and (months[1:] >= months[:-1]).all():  # sorted by time (the usual export): slices
+            cuts = np.flatnonzero(months[1:] != months[:-1]) + 1
+            bounds = [0, *cuts.tolist(), n]
+            parts = [(str(months[lo]), valid.slice(lo, hi - lo)) for lo, hi in itertools.pairwise(bounds)]
+        else:
+            uniq, inverse = np.unique(months, return_inverse=True)
+            parts = [(str(m), valid.take(pa.array(np.flatnonzero(inverse == k)))) for k, m in enumerate(uniq)]
+        for month, part in parts:
+            self._add(month, part)
+
+    def _add(self, month: str, table) -> None:
         """Buffer rows of a month; a month's row group is written once it is full, and the fullest months are
         written early when all buffers together pass one row group (memory stays at about one row group)."""
         self.buffers[month].append(table)
@@ -269,18 +300,12 @@ class _MonthWriters:
 
     def _flush(self, month: str) -> None:
         import pyarrow as pa
+        import pyarrow.parquet as pq
 
         if not self.buffers.get(month):
             return
         table = pa.concat_tables(self.buffers.pop(month))
         self.buffered.pop(month, None)
-        while len(self.pending) >= 2:  # at most two row groups in flight: memory stays bounded
-            self.pending.pop(0).result()
-        self.pending.append(self.pool.submit(self._write, month, table))
-
-    def _write(self, month: str, table) -> None:
-        import pyarrow.parquet as pq
-
         writer = self.writers.get(month)
         if writer is None:
             writer = self.writers[month] = pq.ParquetWriter(
@@ -289,15 +314,16 @@ class _MonthWriters:
         writer.write_table(table, row_group_size=self.options.row_group_rows)
 
     def close(self) -> list[Path]:
-        for month in list(self.buffers):
-            self._flush(month)
         try:
             for future in self.pending:
                 future.result()
         finally:
             self.pool.shutdown(wait=True)
+        for month in list(self.buffers):
+            self._flush(month)
         for writer in self.writers.values():
             writer.close()
+        self.cursor.close()
         return [self.path(m) for m in self.writers]
 
     def abort(self) -> None:
@@ -307,6 +333,8 @@ class _MonthWriters:
                 writer.close()
         for month in self.writers:
             self.path(month).unlink(missing_ok=True)
+        with contextlib.suppress(Exception):
+            self.cursor.close()
 
 
 def _quarantine_rows(source: str, reason: str, details: list[str], records: list[str]):
@@ -332,7 +360,7 @@ class FileConverter:
     def run(self) -> FileCounts:
         import pyarrow.parquet as pq
 
-        writers = _MonthWriters(self.out_dir, self.index, self.options)
+        writers = _MonthWriters(self.out_dir, self.index, self.options, self.con, self.item.name)
         quarantine = pq.ParquetWriter(self.quarantine_path, _quarantine_schema(), compression="zstd")
         try:
             with _open_binary(self.item) as stream:
@@ -454,27 +482,17 @@ class FileConverter:
         def kept(values):
             return values if mask is None else values.filter(mask)
 
-        keys = pa.table({"t": pa.array(checked["time_created"][keep]), "author": kept(checked["author"]),
-                         "title": kept(checked["title"])})
-        post_ids = self._sql(_POST_ID_SQL, keys=keys)["post_id"]
-        category = pc.fill_null(pc.utf8_trim_whitespace(kept(table["category"])), "")
-        valid = pa.table({
-            "post_id": post_ids, "time_created": keys["t"], "up_votes": pa.array(checked["up_votes"][keep]),
-            "down_votes": pa.array(checked["down_votes"][keep]), "title": keys["title"],
-            "over_18": pa.array(checked["over_18"][keep]), "author": keys["author"], "category": category,
-            "source": pa.repeat(pa.scalar(self.item.name), n_valid)}, schema=staged_schema())
+        times = checked["time_created"][keep]
+        columns = {"time_created": pa.array(times), "up_votes": pa.array(checked["up_votes"][keep]),
+                   "down_votes": pa.array(checked["down_votes"][keep]), "title": kept(checked["title"]),
+                   "over_18": pa.array(checked["over_18"][keep]), "author": kept(checked["author"]),
+                   "category": pc.fill_null(pc.utf8_trim_whitespace(kept(table["category"])), "")}
+        months = np.asarray(times, dtype="datetime64[s]").astype("datetime64[M]")
+        writers.submit(columns, months)
         self.counts.rows_valid += n_valid
-        months = np.asarray(valid["time_created"].to_numpy(), dtype="datetime64[s]").astype("datetime64[M]")
-        if len(months) and (months[1:] >= months[:-1]).all():  # sorted by time (the usual export): slices
-            cuts = np.flatnonzero(months[1:] != months[:-1]) + 1
-            bounds = [0, *cuts.tolist(), len(months)]
-            parts = [(str(months[lo]), valid.slice(lo, hi - lo)) for lo, hi in itertools.pairwise(bounds)]
-        else:
-            uniq, inverse = np.unique(months, return_inverse=True)
-            parts = [(str(m), valid.take(pa.array(np.flatnonzero(inverse == k)))) for k, m in enumerate(uniq)]
-        for key, part in parts:
-            writers.add(key, part)
-            self.counts.months[key] += part.num_rows
+        uniq, counts = np.unique(months, return_counts=True)
+        for month, count in zip(uniq, counts, strict=True):
+            self.counts.months[str(month)] += int(count)
 
 
 def _json_line(text: str) -> str:

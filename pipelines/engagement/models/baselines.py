@@ -63,7 +63,7 @@ class AuthorMean:
     def predict(self, table) -> np.ndarray:
         if self.stats_ is None:
             raise RuntimeError("the author_mean baseline is not fitted")
-        pred, _ = self.stats_.encode(np.asarray(table["author"].to_pylist(), dtype=object))
+        pred, _ = self.stats_.encode(table["author"])
         return check_predictions(self.name, pred, table.num_rows)
 
     def save(self, folder: Path) -> None:

@@ -59,7 +59,7 @@ class CatBoostEngagement:
         self.stats_ = ctx.stats
         train = ctx.train_sample(int(p["sample_rows"]))
         te, log_n = ctx.sample_encoding(train)
-        valid_te, valid_n = self.stats_.encode(np.asarray(ctx.valid["author"].to_pylist(), dtype=object))
+        valid_te, valid_n = self.stats_.encode(ctx.valid["author"])
         self.model_ = CatBoostRegressor(
             loss_function="RMSE", iterations=p["iterations"], learning_rate=p["learning_rate"], depth=p["depth"],
             l2_leaf_reg=p["l2_leaf_reg"], od_type="Iter", od_wait=p["od_wait"], use_best_model=True,
@@ -79,7 +79,7 @@ class CatBoostEngagement:
     def predict(self, table) -> np.ndarray:
         if self.model_ is None:
             raise RuntimeError("the catboost model is not fitted")
-        te, log_n = self.stats_.encode(np.asarray(table["author"].to_pylist(), dtype=object))
+        te, log_n = self.stats_.encode(table["author"])
         return check_predictions(self.name, self.model_.predict(self._pool(frame(table, te, log_n))), table.num_rows)
 
     def save(self, folder: Path) -> None:

@@ -122,7 +122,7 @@ class MiniLMEngagement:
         x = self._x(train, te, log_n)
         y = F.target(train["up_votes"].to_numpy())
         valid = ctx.valid.slice(0, int(p["valid_rows"]))
-        vte, vn = self.stats_.encode(np.asarray(valid["author"].to_pylist(), dtype=object))
+        vte, vn = self.stats_.encode(valid["author"])
         vx, vy = self._x(valid, vte, vn), F.target(valid["up_votes"].to_numpy())
         scores = {}
         for alpha in p["alphas"]:
@@ -137,7 +137,7 @@ class MiniLMEngagement:
     def predict(self, table) -> np.ndarray:
         if self.coef_ is None:
             raise RuntimeError("the minilm model is not fitted")
-        te, log_n = self.stats_.encode(np.asarray(table["author"].to_pylist(), dtype=object))
+        te, log_n = self.stats_.encode(table["author"])
         return check_predictions(self.name, self._x(table, te, log_n) @ self.coef_ + self.intercept_,
                                  table.num_rows)
 
