@@ -3,8 +3,8 @@
 * :func:`segment_text`: one article's words: its clauses (:func:`pipelines.tagging.text.clauses`) segmented by
   ``pycantonese.segment``, punctuation dropped.
 * :func:`segment_many`: many texts, in order; above :data:`MIN_PARALLEL` texts and with more than one worker,
-  chunks go to a process pool (``spawn``: workers inherit no threads or locks from DuckDB or Airflow; each
-  loads the segmenter once, about a second). ``bench/tagging_bench.py`` measures where the pool pays.
+  chunks go to a process pool (forked from a parent that has loaded the segmenter, see :func:`_pool_context`).
+  ``bench/tagging_bench.py`` measures where the pool pays.
 * :class:`SegmentCache`: the words of every article ever segmented, keyed by content hash, as Parquet parts
   under ``tagging/segments/segmenter=<pycantonese version>/`` in the data root. A new pycantonese version gets
   a new folder: segmentations of different versions are never mixed. Writers only add parts (a uniquely named
@@ -71,6 +71,15 @@ def _segment_chunk(texts: Sequence[str]) -> list[list[str]]:
     return [segment_text(t) for t in texts]
 
 
+def _pool_context():
+    """``fork`` where the platform has it: workers start in milliseconds with the segmenter the parent already
+    loaded (a spawned worker re-imports pycantonese and reloads its model, 1-3 s each, which ate the pool's
+    gain in ``bench/tagging_bench.py``). Workers only run pycantonese, so locks other threads of the parent may
+    hold (DuckDB, Arrow) are never touched in them. ``spawn`` elsewhere."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
 def segment_many(texts: Sequence[str], workers: int = 1, chunk_size: int = CHUNK_SIZE,
                  progress: bool = False) -> list[list[str]]:
     """Every text's words, in order: in-process, or in chunks over ``workers`` processes when it pays."""
@@ -87,7 +96,8 @@ def segment_many(texts: Sequence[str], workers: int = 1, chunk_size: int = CHUNK
             return out
         chunks = [texts[i:i + chunk_size] for i in range(0, len(texts), chunk_size)]
         out = []
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        segment_text("預熱")  # load the segmenter once, here: forked workers inherit it
+        with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
             for chunk, words in zip(chunks, pool.map(_segment_chunk, chunks), strict=True):
                 out.extend(words)
                 bar.update(len(chunk))
