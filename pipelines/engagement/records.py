@@ -180,7 +180,9 @@ class RecordSplitter:
             s, i0, b = line_end, i0 + 1, int(parity[i0])
         starts = np.concatenate(starts_parts) if starts_parts else np.zeros(0, np.int64)
         ends = np.concatenate(ends_parts) if ends_parts else np.zeros(0, np.int64)
-        return Split(self._body(data, a, q, starts, ends, bad, offset), bad, carry, control)
+        body = self._body(data, a, q, starts, ends, bad, offset)
+        bad.sort(key=lambda record: record.offset)  # in file order, however the chunks fell
+        return Split(body, bad, carry, control)
 
     def _finish_overlong(self) -> BadRecord:
         record, self._overlong = self._overlong, None
