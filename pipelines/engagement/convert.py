@@ -25,12 +25,11 @@ import bz2
 import contextlib
 import csv
 import gzip
-import io
 import itertools
 import logging
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -230,14 +229,10 @@ class FileCounts:
 
     rows_read: int = 0
     rows_valid: int = 0
-    reasons: Counter = None  # type: ignore[assignment]
-    months: Counter = None  # type: ignore[assignment]
+    reasons: Counter = field(default_factory=Counter)
+    months: Counter = field(default_factory=Counter)
     bytes: int = 0
     repaired_blocks: int = 0
-
-    def __post_init__(self) -> None:
-        self.reasons = Counter() if self.reasons is None else self.reasons
-        self.months = Counter() if self.months is None else self.months
 
 
 class _MonthWriters:
@@ -703,29 +698,3 @@ def preview(path: Path, max_bad_share: float = 0.05, options: ConvertOptions | N
     partition = schema.file_partition(path.name) if schema._SAFE_NAME.match(path.name) else f"file={path.name}"
     return ingest.inspect(schema.PIPELINE, partition, local_file_validator(path, options), max_bad_share=max_bad_share,
                           benign_reasons=schema.BENIGN_REASONS, workspace=workspace)
-
-
-def staged_month_files(folder: Path) -> dict[str, list[Path]]:
-    """The staged post files of a run's folder, by month."""
-    out: dict[str, list[Path]] = defaultdict(list)
-    for path in sorted(folder.glob("posts-*.parquet")):
-        month = schema.month_of_file(path.name)
-        if month:
-            out[month].append(path)
-    return dict(out)
-
-
-def read_records(path: Path) -> list[dict]:
-    """The rows of a small staged Parquet file as dicts (tests, previews)."""
-    import pyarrow.parquet as pq
-
-    return pq.read_table(path).to_pylist()
-
-
-def csv_bytes(rows: list[list[str]], header: list[str] | None = None, eol: str = "\n") -> bytes:
-    """CSV text of rows (tests and hand-made drops): minimal quoting, like the real export."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator=eol)
-    writer.writerow(header or list(schema.CSV_COLUMNS))
-    writer.writerows(rows)
-    return out.getvalue().encode("utf-8")

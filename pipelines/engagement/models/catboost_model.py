@@ -72,10 +72,6 @@ class CatBoostEngagement:
                 "valid_rmse": float(self.model_.get_best_score()["validation"]["RMSE"]),
                 "iterations_curve": [(i + 1, float(v)) for i, v in enumerate(history)][:: max(1, len(history) // 50)]}
 
-    def feature_importances(self) -> dict[str, float]:
-        names = self.model_.feature_names_
-        return dict(zip(names, map(float, self.model_.get_feature_importance()), strict=True))
-
     def predict(self, table) -> np.ndarray:
         if self.model_ is None:
             raise RuntimeError("the catboost model is not fitted")
