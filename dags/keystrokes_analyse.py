@@ -8,6 +8,10 @@ a summary and a chart to `keystrokes/analyses/<partition>/` in the data root.
 
 **Which day**: the `day` Param or the last whole day before the run started (only recorded in the registry).
 **Rerun-safe**: the analysis folder is replaced as a whole.
+
+**Bad Params** fail at once without retries (an unsupported URL scheme, an unknown model or version; the form
+already refuses out-of-range numbers and unknown model types); a missing page is retried (late input), a page
+still failing after the HTTP retries is retried by Airflow.
 """
 
 from __future__ import annotations
@@ -41,11 +45,11 @@ from pipelines.dagkit import day_param, default_args, share_param
 )
 def keystrokes_analyse():
     @task
-    def begin(params=None, dag_run=None) -> str:
+    def begin(params=None, dag_run=None, dag=None) -> str:
         """Check the run's conf and say which day it is recorded for."""
         from pipelines.orchestration import begin
 
-        return begin(params, dag_run, None)
+        return begin(params, dag_run, None, dag=dag)  # no schedule: the day comes from run_after
 
     @task
     def ingest(day: str, params=None) -> dict:

@@ -15,6 +15,10 @@ the data root), the **model name** and optionally a **version** (empty: the prom
 **Rerun-safe**: the (dataset, model, version) rows are replaced in one transaction with identical rows (`as_of`
 is the run's day, not the wall clock). Scoring refuses a model trained on another feature definition. Without a
 version and without a promotion the run fails, saying how to promote.
+
+**Bad Params** fail at once without retries (an unsupported URL scheme, an unknown model or version; the form
+already refuses out-of-range numbers and unknown model types); a missing page is retried (late input), a page
+still failing after the HTTP retries is retried by Airflow.
 """
 
 from __future__ import annotations
@@ -51,11 +55,11 @@ from pipelines.dagkit import day_param, default_args, share_param
 )
 def keystrokes_predict():
     @task
-    def begin(params=None, dag_run=None) -> str:
+    def begin(params=None, dag_run=None, dag=None) -> str:
         """Check the run's conf and say which day the predictions are as of."""
         from pipelines.orchestration import begin
 
-        return begin(params, dag_run, None)
+        return begin(params, dag_run, None, dag=dag)  # no schedule: the day comes from run_after
 
     @task
     def ingest(day: str, params=None) -> dict:
@@ -69,8 +73,9 @@ def keystrokes_predict():
     def predict(ingested: dict, params=None) -> dict:
         """Top-3 users per attempt: final_pred.json, the CSV and keystrokes_predictions in one transaction."""
         from pipelines.keystrokes import jobs
+        from pipelines.orchestration import fail_without_retry_on_rejection
 
-        return jobs.predict_for_dag(ingested, dict(params))
+        return fail_without_retry_on_rejection(jobs.predict_for_dag)(ingested, dict(params))
 
     predict(ingest(begin()))
 

@@ -24,6 +24,10 @@ started (logged). It only prefixes version ids (`YYYYMMDD-<hash of data and Para
 **Reproducible and rerun-safe**: budgets are epochs/iterations with fixed seeds and threads (the time cap is a
 reported safety net), so the same data and Params give the same metrics and the same version ids; a rerun
 replaces the version's model folder and adds a registry run.
+
+**Bad Params** fail at once without retries (an unsupported URL scheme, an unknown model or version; the form
+already refuses out-of-range numbers and unknown model types); a missing page is retried (late input), a page
+still failing after the HTTP retries is retried by Airflow.
 """
 
 from __future__ import annotations
@@ -81,11 +85,11 @@ MODELS = ["logreg", "linear_svm", "adaboost", "random_forest", "catboost", "gru"
 )
 def keystrokes_train():
     @task
-    def begin(params=None, dag_run=None) -> str:
+    def begin(params=None, dag_run=None, dag=None) -> str:
         """Check the run's conf and say which day versions are named for."""
         from pipelines.orchestration import begin
 
-        return begin(params, dag_run, None)
+        return begin(params, dag_run, None, dag=dag)  # no schedule: the day comes from run_after
 
     @task
     def ingest(day: str, params=None) -> dict:
@@ -106,8 +110,9 @@ def keystrokes_train():
     def train(ingested: dict, params=None) -> dict:
         """Fit every model, compare on held-out attempts, one registry run per model. Promotes nothing."""
         from pipelines.keystrokes import jobs
+        from pipelines.orchestration import fail_without_retry_on_rejection
 
-        return jobs.train_for_dag(ingested, dict(params))
+        return fail_without_retry_on_rejection(jobs.train_for_dag)(ingested, dict(params))
 
     @task(pool="ml_training")
     def compare(trained: dict, params=None) -> dict:
@@ -120,8 +125,9 @@ def keystrokes_train():
     def promote(trained: dict, compared: dict, params=None) -> dict:
         """Promote the model type the `promote` Param names (of this run), or nothing."""
         from pipelines.keystrokes import jobs
+        from pipelines.orchestration import fail_without_retry_on_rejection
 
-        return jobs.promote_for_dag(trained, params["promote"], by="keystrokes_train")
+        return fail_without_retry_on_rejection(jobs.promote_for_dag)(trained, params["promote"], "keystrokes_train")
 
     ingested = ingest(begin())
     analyse(ingested)

@@ -98,6 +98,7 @@ def _run(args: argparse.Namespace) -> int:
         print(_table(result.pop("preview"), ["user_label", "n_events", "total_s", "chars_per_s", "backspaces"]))
         emit({k: v for k, v in result.items() if k != "feature_columns"})
     elif args.action == "train":
+        jobs.check_model_name(args.model_name)  # before any work
         jobs.ingest("train", args.url, args.max_bad_share, args.min_samples, **_ingest_args(args))
         params = jobs.model_params({k: getattr(args, k) for k in jobs.BUDGET_PARAMS})
         result = jobs.train(args.url, args.models, args.model_name, args.holdout, args.seed, params)

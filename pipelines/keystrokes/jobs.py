@@ -29,8 +29,9 @@ from typing import Any
 from pipelines import db, registry
 from pipelines import ingest as contract
 from pipelines.days import as_day, day_interval
-from pipelines.errors import MissingPartitionError, UsageError
+from pipelines.errors import MissingPartitionError
 from pipelines.keystrokes import schema
+from pipelines.keystrokes.errors import BadParams
 from pipelines.migrate import ensure_schema
 from pipelines.settings import get_settings, pg_dsn
 from pipelines.storage import DataRoot
@@ -47,7 +48,7 @@ BUDGET_PARAMS = {
 }
 
 
-class NoPromotedModelError(UsageError):
+class NoPromotedModelError(BadParams):
     """Prediction without a version needs a promoted one, and promotion is explicit."""
 
 
@@ -81,11 +82,11 @@ def generated_folder(name: str) -> Path:
     """A generated dataset's local folder (what the local server serves)."""
     root = DataRoot()
     if root.is_s3:
-        raise UsageError("the local server serves generated data from a local data root (PIPELINES_DATA_ROOT)")
+        raise BadParams("the local server serves generated data from a local data root (PIPELINES_DATA_ROOT)")
     folder = root.base / schema.GENERATED / name
     if not (folder / "pages").is_dir():
         known = root.list_dirs(schema.GENERATED)
-        raise UsageError(f"no generated dataset {name!r} in {root.join(schema.GENERATED)} (have: {known[:5]})")
+        raise BadParams(f"no generated dataset {name!r} in {root.join(schema.GENERATED)} (have: {known[:5]})")
     return folder
 
 
@@ -164,7 +165,7 @@ def analyse(url: str, rows: int = 100, day: str | date | None = None) -> dict:
     from pipelines.keystrokes.features import FEATURE_NAMES, Samples
 
     if not 1 <= int(rows) <= 1000:
-        raise UsageError(f"rows must be between 1 and 1000 (seed 001's limit), got {rows}")
+        raise BadParams(f"rows must be between 1 and 1000 (seed 001's limit), got {rows}")
     root = DataRoot()
     partition, folder, row = _staged("train", url, root)
     frame = pd.read_parquet(folder / "samples.parquet")
@@ -242,7 +243,7 @@ def model_params(flat: dict) -> dict:
 
 def check_model_name(name: str) -> str:
     if not isinstance(name, str) or not schema.MODEL_NAME_RE.match(name):
-        raise UsageError(f"model name {name!r} must be 1-63 characters: lowercase letters, digits, '_' or '-', "
+        raise BadParams(f"model name {name!r} must be 1-63 characters: lowercase letters, digits, '_' or '-', "
                          "starting with a letter or digit")
     return name
 
@@ -251,7 +252,7 @@ def _check_models(models) -> list[str]:
     models = list(dict.fromkeys(models))
     unknown = [m for m in models if m not in schema.MODEL_TYPES]
     if not models or unknown:
-        raise UsageError(f"models must be a non-empty list of {list(schema.MODEL_TYPES)}, got {models}")
+        raise BadParams(f"models must be a non-empty list of {list(schema.MODEL_TYPES)}, got {models}")
     return models
 
 
@@ -270,7 +271,7 @@ def train(url: str, models=schema.MODEL_TYPES, model_name: str = "keystrokes", h
     day = _day(day)
     models, model_name = _check_models(models), check_model_name(model_name)
     if not 0 < holdout_share < 1:
-        raise UsageError(f"holdout share must be strictly between 0 and 1, got {holdout_share}")
+        raise BadParams(f"holdout share must be strictly between 0 and 1, got {holdout_share}")
     params = {k: dict(v) for k, v in (params or {}).items() if k in models}
     root = DataRoot()
     partition, samples, row = load_samples(url, root)
@@ -481,7 +482,7 @@ def promote(model_name: str, model_type: str | None = None, version: str | None 
     if not run_id:
         if training is not None and model_type:
             if model_type not in training["runs"]:
-                raise UsageError(f"promote={model_type!r} was not trained in this run (models: "
+                raise BadParams(f"promote={model_type!r} was not trained in this run (models: "
                                  f"{sorted(training['runs'])})")
             run_id = training["runs"][model_type]
         else:
@@ -492,7 +493,7 @@ def promote(model_name: str, model_type: str | None = None, version: str | None 
                    ORDER BY finished_at DESC LIMIT 1""",
                 (PIPELINE, model_name, version, version, model_type, model_type))
             if not rows:
-                raise UsageError(f"no successful training of {model_name} matching version={version} "
+                raise BadParams(f"no successful training of {model_name} matching version={version} "
                                  f"type={model_type} to promote")
             run_id = str(rows[0]["run_id"])
     registry.promote(PIPELINE, model_name, str(run_id), by=by)
@@ -514,7 +515,7 @@ def resolve_model(model_name: str, version: str | None = None) -> dict:
                         "AND model_name = %s AND model_version = %s ORDER BY finished_at DESC LIMIT 1",
                         (PIPELINE, model_name, version))
         if not rows:
-            raise UsageError(f"no successful training of {model_name} at version {version} (see `python -m "
+            raise BadParams(f"no successful training of {model_name} at version {version} (see `python -m "
                              "pipelines keystrokes compare --history`)")
         return rows[0]
     run = registry.promoted_run(PIPELINE, model_name)
@@ -544,7 +545,7 @@ def load_serving_model(model_name: str, version: str | None = None):
     folder = _model_folder(DataRoot(), run["artifact_uri"])
     trained_on = read_model_json(folder).get("feature_version")
     if trained_on != FEATURE_VERSION:
-        raise UsageError(f"{model_name}@{run['model_version']} was trained on feature definition {trained_on}, "
+        raise BadParams(f"{model_name}@{run['model_version']} was trained on feature definition {trained_on}, "
                          f"this code computes {FEATURE_VERSION}: retrain it")
     model = load_model(folder)
     if model.name == "embedding":
@@ -682,14 +683,14 @@ def enrol(url: str, model_name: str, version: str | None = None, min_samples: in
     day = _day(day)
     run_row, model = load_serving_model(model_name, version)
     if model.name != "embedding":
-        raise UsageError(f"{model_name}@{run_row['model_version']} is a {model.name} model: only the embedding "
+        raise BadParams(f"{model_name}@{run_row['model_version']} is a {model.name} model: only the embedding "
                          "model enrols users without retraining (the others need a new training)")
     partition, samples, _ = load_samples(url)
     labels = samples.labels.tolist()
     counts = {lab: labels.count(lab) for lab in dict.fromkeys(labels)}
     too_few = sorted(lab for lab, n in counts.items() if n < min_samples)
     if too_few:
-        raise UsageError(f"{len(too_few)} user(s) have fewer than {min_samples} attempts to enrol with, e.g. "
+        raise BadParams(f"{len(too_few)} user(s) have fewer than {min_samples} attempts to enrol with, e.g. "
                          f"{too_few[:3]}")
     with registry.track_run(PIPELINE, "publish", model_name=model_name, model_version=run_row["model_version"],
                             interval=day_interval(day), params={"url": url, "partition": partition,

@@ -101,16 +101,17 @@ def describe_source(url: str) -> str:
 
 def check_url(url: str) -> str:
     """A URL the pager can read: ``http(s)://``, ``file://`` or a data-root path (refused: other schemes)."""
-    url = (url or "").strip()
-    if not url:
-        from pipelines.errors import UsageError
+    from pipelines.keystrokes.errors import BadParams
 
-        raise UsageError("no data URL given (an http(s):// URL, a file:// URL or a path in the data root)")
+    url = (url or "").strip() if isinstance(url, str) else ""
+    if not url:
+        raise BadParams("no data URL given (an http(s):// URL, a file:// URL or a path in the data root)")
     scheme = urlsplit(url).scheme
     if scheme not in ("http", "https", "file", ""):
-        from pipelines.errors import UsageError
-
-        raise UsageError(f"{url}: unsupported scheme {scheme!r} (use http(s)://, file:// or a data-root path)")
+        raise BadParams(f"{url}: unsupported scheme {scheme!r} (use http(s)://, file:// or a data-root path)")
+    if not scheme and (url.startswith("/") or ".." in url.split("/")):
+        raise BadParams(f"{url}: a data-root path is relative and stays inside the data root (for a local file "
+                        "use file:///...)")
     return url
 
 
