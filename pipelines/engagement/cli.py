@@ -32,7 +32,7 @@ def _run(args: argparse.Namespace) -> int:
     elif args.action == "convert":
         if args.pending or args.file:
             names = jobs.pending_history_files(args.reconvert) if args.pending else [args.file]
-            _progress_each(names, "history files", lambda n: jobs.convert_file(n, args.max_bad_share))
+            _progress_each(names, "history files", lambda n: jobs.convert_file(n, args.max_bad_share, progress=True))
         else:
             if args.day is None:
                 from pipelines.errors import UsageError

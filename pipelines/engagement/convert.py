@@ -345,9 +345,10 @@ class FileConverter:
     """Converts one input file: posts by month into ``out_dir``, refused rows into ``quarantine_path``."""
 
     def __init__(self, item: ingest.DropFile, file_index: int, out_dir: Path, quarantine_path: Path,
-                 day: date | None, options: ConvertOptions, con) -> None:
+                 day: date | None, options: ConvertOptions, con, progress: bool = False) -> None:
         self.item, self.index, self.out_dir, self.day, self.options, self.con = (item, file_index, out_dir, day,
                                                                                  options, con)
+        self.progress = progress
         self.quarantine_path = quarantine_path
         self.counts = FileCounts()
         self.empty = False
@@ -376,11 +377,20 @@ class FileConverter:
             return
         names, header_len = parse_header(first, self.item.name)
         self.names = names
+        bar = None
+        if self.progress:  # bytes of the file as stored (compressed files advance by their decompressed bytes)
+            from tqdm import tqdm
+
+            bar = tqdm(total=None if self.item.compression else self.item.path.stat().st_size, unit="B",
+                       unit_scale=True, desc=f"convert {self.item.name}", disable=None)
+            bar.update(len(first))
         splitter = RecordSplitter(len(names), self.options.max_record_bytes, self.options.max_record_lines)
         carry, offset, data = b"", header_len, first[header_len:]
         while True:
             nxt = _read(stream, self.options.block_bytes)
             self.counts.bytes += len(nxt)
+            if bar is not None:
+                bar.update(len(nxt))
             final = not nxt
             buf = carry + data if carry else data
             split = splitter.split(buf, offset, final)
@@ -399,6 +409,8 @@ class FileConverter:
             if final:
                 break
             data = nxt
+        if bar is not None:
+            bar.close()
         if self.counts.rows_read == 0:
             self.empty = True
 
@@ -574,14 +586,9 @@ def convert_files(files: list[ingest.DropFile], staging: ingest.Workspace, resul
     files_info: dict[str, dict] = {}
     empty: list[str] = []
     try:
-        iterator = files
-        if progress:
-            from tqdm import tqdm
-
-            iterator = tqdm(files, desc="convert files", unit="file", disable=None)
-        for index, item in enumerate(iterator):
+        for index, item in enumerate(files):
             part = staging.workdir / f"quarantine-{index:03d}.parquet"
-            converter = FileConverter(item, index, staging.local, part, day, options, con)
+            converter = FileConverter(item, index, staging.local, part, day, options, con, progress)
             try:
                 counts = converter.run()
             except InputSchemaError as exc:

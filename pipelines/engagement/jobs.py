@@ -103,14 +103,15 @@ def posts_ready(day: str | date) -> bool:
     return ingest.drop_ready(DataRoot(), schema.raw_day_dir(_day(day)))
 
 
-def convert_day(day: str | date, max_bad_share: float | None = None) -> dict:
+def convert_day(day: str | date, max_bad_share: float | None = None, progress: bool = False) -> dict:
     """Convert a day's drop under the ingest contract (accepted or rejected, quarantine committed last)."""
     from pipelines.engagement.convert import day_validator
 
     day = _day(day)
     threshold = _threshold(max_bad_share)
     root = DataRoot()
-    result = ingest.run_ingest(PIPELINE, day.isoformat(), day_validator(day, root), max_bad_share=threshold,
+    result = ingest.run_ingest(PIPELINE, day.isoformat(), day_validator(day, root, progress=progress),
+                               max_bad_share=threshold,
                                params={"day": day}, interval=_interval(day), root=root,
                                benign_reasons=schema.BENIGN_REASONS)
     return {**_brief(result), "day": day.isoformat()}
@@ -199,8 +200,9 @@ def conversion_outcome(names: list[str]) -> dict:
             "rejected": sorted(n for n in names if n in rejected or (n not in accepted))}
 
 
-def convert_file(name: str, max_bad_share: float | None = None) -> dict:
-    """Convert one historical file under the ingest contract (partition ``file=<name>``)."""
+def convert_file(name: str, max_bad_share: float | None = None, progress: bool = False) -> dict:
+    """Convert one historical file under the ingest contract (partition ``file=<name>``); ``progress`` shows a
+    bar of the bytes read (the CLI)."""
     from pipelines.engagement.convert import file_validator
 
     partition = schema.file_partition(name)
@@ -209,7 +211,7 @@ def convert_file(name: str, max_bad_share: float | None = None) -> dict:
     if not root.exists(rel):
         raise MissingPartitionError(f"no historical file {root.join(rel)}")
     fingerprint = _fingerprint(root, rel)
-    validate = file_validator(rel, root)
+    validate = file_validator(rel, root, progress=progress)
 
     def validate_and_mark(staging: ingest.Workspace, result: ingest.IngestResult) -> None:
         validate(staging, result)
