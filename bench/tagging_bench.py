@@ -5,6 +5,9 @@ What is measured, in one process, in this order (every figure printed, and writt
 
 1. ``generate``: :func:`pipelines.tagging.generate.generate_articles` (seed 42, the default difficulty). Timed,
    not part of the pipeline.
+Every step records wall seconds, CPU seconds (this process and its finished children) and the load average:
+on a shared machine the wall time depends on the other work, the CPU seconds are the code's own cost.
+
 2. ``segment``: pycantonese over every article (:func:`pipelines.tagging.segment.segment_many`):
    **cold, one process** (``workers=1``), then **cold, a pool** of ``--workers`` spawned processes (the same
    texts; the outputs must be identical, else exit 1), then the pool's words written to an empty
@@ -66,6 +69,20 @@ def timed(func, *args, **kwargs):
     return out, time.perf_counter() - start
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (the pool's workers)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def measured(func, *args, **kwargs):
+    """``(result, wall seconds, CPU seconds, 1-minute load average at the end)``: on a shared machine the wall
+    time depends on the other work; CPU seconds are the code's own cost."""
+    cpu = cpu_seconds()
+    out, wall = timed(func, *args, **kwargs)
+    return out, wall, cpu_seconds() - cpu, os.getloadavg()[0]
+
+
 def source_digest() -> str:
     out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO,
                          check=False)
@@ -88,25 +105,30 @@ def segment(texts: list[str], hashes: list[str], workers: int, root: Path) -> tu
     from pipelines.tagging import segment as seg
 
     n, chars = len(texts), sum(map(len, texts))
-    single, t_single = timed(seg.segment_many, texts, workers=1)
-    say(f"  cold, 1 process: {t_single:.1f} s, {n / t_single:,.0f} articles/s")
-    pooled, t_pool = timed(seg.segment_many, texts, workers=workers)
-    say(f"  cold, pool of {workers}: {t_pool:.1f} s, {n / t_pool:,.0f} articles/s")
+    seg.segment_text("預熱")  # the model load (about a second) is not part of either measure
+    single, t_single, c_single, load_single = measured(seg.segment_many, texts, workers=1)
+    say(f"  cold, 1 process: {t_single:.1f} s wall, {c_single:.1f} CPU s, {n / t_single:,.0f} articles/s "
+        f"({n / c_single:,.0f} per CPU s; load {load_single:.1f})")
+    pooled, t_pool, c_pool, load_pool = measured(seg.segment_many, texts, workers=workers)
+    say(f"  cold, pool of {workers}: {t_pool:.1f} s wall, {c_pool:.1f} CPU s, {n / t_pool:,.0f} articles/s "
+        f"(load {load_pool:.1f})")
     if pooled != single:
         raise SystemExit("the pool's segmentation differs from the single process's")
     cache = seg.SegmentCache(DataRoot(str(root)))
     _, t_write = timed(cache.add, dict(zip(hashes, pooled, strict=True)))
-    (found, stats), t_cached = timed(seg.words_for, hashes, texts, cache, workers)
+    (found, stats), t_cached, c_cached, _ = measured(seg.words_for, hashes, texts, cache, workers)
     if stats.segmented or len(found) != len(set(hashes)):
         raise SystemExit(f"the cached run segmented {stats.segmented} articles")
     say(f"  cache write: {t_write:.1f} s; cached run: {t_cached:.2f} s, {n / t_cached:,.0f} articles/s")
     return {"articles": n, "characters": chars, "workers": workers,
-            "cold_single_s": t_single, "cold_single_articles_per_s": n / t_single,
-            "cold_single_chars_per_s": chars / t_single,
-            "cold_pool_s": t_pool, "cold_pool_articles_per_s": n / t_pool,
-            "pool_speedup": t_single / t_pool,
-            "cache_write_s": t_write, "cached_s": t_cached, "cached_articles_per_s": n / t_cached,
-            "cached_speedup_over_cold_single": t_single / t_cached,
+            "cold_single_s": t_single, "cold_single_cpu_s": c_single, "cold_single_load": load_single,
+            "cold_single_articles_per_s": n / t_single, "cold_single_articles_per_cpu_s": n / c_single,
+            "cold_single_chars_per_cpu_s": chars / c_single,
+            "cold_pool_s": t_pool, "cold_pool_cpu_s": c_pool, "cold_pool_load": load_pool,
+            "cold_pool_articles_per_s": n / t_pool, "pool_speedup": t_single / t_pool,
+            "pool_cpu_overhead": c_pool / c_single - 1,
+            "cache_write_s": t_write, "cached_s": t_cached, "cached_cpu_s": c_cached,
+            "cached_articles_per_s": n / t_cached, "cached_speedup_over_cold_single": t_single / t_cached,
             "words_per_article": sum(map(len, pooled)) / n}, dict(zip(hashes, pooled, strict=True))
 
 
@@ -125,15 +147,17 @@ def crossover(texts: list[str], workers: int, repeats: int = 3) -> list[dict]:
             if size > len(texts):
                 break
             part = texts[-size:]
-            ones, pools = [], []
+            ones, pools, loads = [], [], []
             for _ in range(repeats):
                 ones.append(timed(seg.segment_many, part, workers=1)[1])
                 pools.append(timed(seg.segment_many, part, workers=workers,
                                    chunk_size=max(25, min(seg.CHUNK_SIZE, size // (4 * workers))))[1])
+                loads.append(os.getloadavg()[0])
             one, pool = statistics.median(ones), statistics.median(pools)
-            rows.append({"articles": size, "single_s": one, "pool_s": pool, "pool_speedup": one / pool})
+            rows.append({"articles": size, "single_s": one, "pool_s": pool, "pool_speedup": one / pool,
+                         "load": statistics.median(loads)})
             say(f"  {size:>5} articles: 1 process {one:.2f} s, pool {pool:.2f} s (× {one / pool:.2f}), "
-                f"medians of {repeats}")
+                f"medians of {repeats}, load {statistics.median(loads):.1f}")
     finally:
         seg.MIN_PARALLEL = saved
     return rows
@@ -165,15 +189,17 @@ def train(corpus, words: dict, hashes: list[str], seed: int, catboost_iterations
         family, view = parse_model_name(name)
         params = {"iterations": catboost_iterations} if family == "catboost" else None
         estimator = build(family, view, seed=seed, n_jobs=n_jobs, params=params)
-        fitted, t_fit = timed(estimator.fit, X.iloc[train_idx], Y[train_idx])
+        fitted, t_fit, c_fit, load = measured(estimator.fit, X.iloc[train_idx], Y[train_idx])
         proba, t_predict = timed(probabilities, fitted, X.iloc[test_idx], len(tags))
         scores = evaluate.metrics(Y[test_idx], proba)
-        rows[name] = {"fit_s": t_fit, "predict_articles_per_s": len(test_idx) / t_predict,
+        rows[name] = {"fit_s": t_fit, "fit_cpu_s": c_fit, "load": load,
+                      "predict_articles_per_s": len(test_idx) / t_predict,
                       "accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"],
                       "top1_accuracy": scores["top1_accuracy"], "peak_rss_mib": rss_mib()}
         models[name] = TagModel(name=name, family=family, view=view or "-", tags=tags, estimator=fitted,
                                 feature_version=feature_version(), params=params or {})
-        say(f"  {name:<16} fit {t_fit:8.1f} s   predict {len(test_idx) / t_predict:>10,.0f} articles/s   "
+        say(f"  {name:<16} fit {t_fit:8.1f} s ({c_fit:7.1f} CPU s, load {load:4.1f})   predict "
+            f"{len(test_idx) / t_predict:>10,.0f} articles/s   "
             f"held-out accuracy {scores['accuracy']:.3f}  macro F1 {scores['macro_f1']:.3f}")
     return {"n_train": len(train_idx), "n_holdout": len(test_idx), "n_jobs": n_jobs, "features_s": t_features,
             "groups_s": t_groups, "oracle": oracle, "models": rows}, models
@@ -259,7 +285,8 @@ def main() -> int:
                     "machine": {"cores": os.cpu_count(), "python": platform.python_version(),
                                 "pycantonese": pycantonese.__version__, "scikit-learn": sklearn.__version__},
                     "args": {k: str(v) for k, v in vars(args).items()}}
-    say(f"tagging benchmark, code {result['code']}, {os.cpu_count()} cores, {args.articles:,} articles")
+    say(f"tagging benchmark, code {result['code']}, {os.cpu_count()} cores, {args.articles:,} articles, load "
+        f"{os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory(prefix="tagging-bench-") as tmp:
         tmp = Path(tmp)
         os.environ["PIPELINES_HOME"] = str(tmp / "home")
@@ -281,6 +308,7 @@ def main() -> int:
             result["tag"] = tag(models["tfidf_lr_words"], args.tag_articles, args.seed, args.workers, args.pg,
                                 tmp / "data")
     result["peak_rss_mib"] = rss_mib()
+    result["load_at_end"] = os.getloadavg()[0]
     say(f"peak RSS {result['peak_rss_mib']:,.0f} MiB")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

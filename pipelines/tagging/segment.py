@@ -71,6 +71,18 @@ def _segment_chunk(texts: Sequence[str]) -> list[list[str]]:
     return [segment_text(t) for t in texts]
 
 
+def _die_with_parent() -> None:
+    """Pool initializer: on Linux, a worker gets SIGTERM when the process that forked it dies (an Airflow task
+    killed on its timeout must not leave segmenting orphans behind)."""
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def _pool_context():
     """``fork`` where the platform has it: workers start in milliseconds with the segmenter the parent already
     loaded (a spawned worker re-imports pycantonese and reloads its model, 1-3 s each, which ate the pool's
@@ -97,7 +109,8 @@ def segment_many(texts: Sequence[str], workers: int = 1, chunk_size: int = CHUNK
         chunks = [texts[i:i + chunk_size] for i in range(0, len(texts), chunk_size)]
         out = []
         segment_text("預熱")  # load the segmenter once, here: forked workers inherit it
-        with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(),
+                                 initializer=_die_with_parent) as pool:
             for chunk, words in zip(chunks, pool.map(_segment_chunk, chunks), strict=True):
                 out.extend(words)
                 bar.update(len(chunk))
