@@ -43,15 +43,28 @@ DAY_PARAM_HELP = ("Day to process, YYYY-MM-DD. Empty: the run's data interval da
 
 def default_args(owner: str, *, retries: int = 2, retry_minutes: float = 5, timeout_minutes: float = 60,
                  **extra: Any) -> dict[str, Any]:
-    """Task defaults: an owner, retries with exponential backoff, and an execution timeout."""
+    """Task defaults: an owner, retries with exponential backoff, an execution timeout, and the failure alert
+    (:class:`pipelines.ops.notify.PipelineAlertNotifier`: one ``alerts`` row and one message per task that fails
+    for good, its retries exhausted or failed without retry)."""
+    from pipelines.ops.notify import task_failure_notifier
+
     return {
         "owner": owner,
         "retries": retries,
         "retry_delay": timedelta(minutes=retry_minutes),
         "retry_exponential_backoff": True,
         "execution_timeout": timedelta(minutes=timeout_minutes),
+        "on_failure_callback": task_failure_notifier(),
         **extra,
     }
+
+
+def overrun_alert(expected: timedelta):
+    """``DAG(deadline=...)``: a ``dag_overrun`` alert when a run is still going ``expected`` after it was queued
+    (an Airflow 3 Deadline Alert; its callback runs in the triggerer). Keep ``expected`` under ``dagrun_timeout``."""
+    from pipelines.ops.notify import overrun_deadline
+
+    return overrun_deadline(expected)
 
 
 def day_param():

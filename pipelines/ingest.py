@@ -539,6 +539,9 @@ def run_ingest(pipeline: str, partition: str, validate: Validator, *, max_bad_sh
             shutil.copyfile(quarantine, quarantine_copy)
             staging.publish(result.as_dict())
             commit(result, quarantine_copy, dsn, None if inside is None else lambda cur: inside(cur, result))
+        from pipelines.ops.hooks import after_ingest  # operations: quarantine-share warning alert (never raises)
+
+        after_ingest(result, max_bad_share, bad_share(result) if bad_share else None, dsn)
         run.summary = result.as_dict()
         run.log_metrics({"rows_read": result.rows_read, "rows_valid": result.rows_valid,
                          "rows_bad": result.rows_bad, "rows_quarantined": result.rows_quarantined,

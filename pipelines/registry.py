@@ -107,6 +107,9 @@ def track_run(
                    WHERE run_id = %s""",
                 (status, error, json.dumps(run.summary, default=str), run.artifact_uri, str(run.run_id)),
             )
+        from pipelines.ops.hooks import after_run  # operations: metric-drop alert vs the promoted version
+
+        after_run(str(run.run_id), kind, status, dsn)
 
 
 def list_runs(pipeline: str | None = None, limit: int = 20, dsn: str | None = None) -> list[dict]:
