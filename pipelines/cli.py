@@ -46,7 +46,11 @@ def _cmd_services(args: argparse.Namespace) -> int:
         print(services.ensure_embedded_postgres())
         return 0
     # run: start the local services, run the command with them in its environment, stop them after.
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    command = list(args.command)
+    if "--airflow-metadata" in command[: command.index("--") if "--" in command else len(command)]:
+        command.remove("--airflow-metadata")  # after `run`, argparse's remainder holds the option too
+        args.airflow_metadata = True
+    command = command[1:] if command[:1] == ["--"] else command
     if not command or command[0] in ("-h", "--help"):
         args.parser.print_help()
         return 0 if command else EXIT_USAGE
@@ -71,7 +75,7 @@ def _cmd_services(args: argparse.Namespace) -> int:
                     if code:
                         print(f"error: {' '.join(step)} failed with exit code {code}", file=sys.stderr)
                         return code
-            return subprocess.call(command, env=os.environ.copy())
+            return _run_group(command)
         except KeyboardInterrupt:
             return 130
 
@@ -81,6 +85,25 @@ def _cmd_airflow_setup(args: argparse.Namespace) -> int:
 
     emit({"pools": create_pools()})
     return 0
+
+
+def _run_group(command: list[str]) -> int:
+    """Run ``command`` in its own process group; Ctrl-C or SIGTERM stops the whole group (e.g. every process
+    ``airflow standalone`` started), first gently, then for good, so nothing is left orphaned."""
+    proc = subprocess.Popen(command, env=os.environ.copy(), start_new_session=True)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        for sig, wait in ((signal.SIGTERM, 60), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(proc.pid, sig)
+                proc.wait(wait)
+                break
+            except ProcessLookupError:
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        raise
 
 
 def _cmd_registry(args: argparse.Namespace) -> int:
