@@ -22,10 +22,7 @@ def _cmd(args: argparse.Namespace) -> int:
     from pipelines.ops import jobs
 
     if args.action == "report":
-        if args.run_id:
-            runs = args.run_id
-        else:
-            runs = jobs.runs_to_report(args.pipeline, missing_only=not args.all)
+        runs = args.run_id or jobs.runs_to_report(args.pipeline, missing_only=not args.all)
         if not runs:
             print("every training/evaluation run already has its report (use --all to render them again)",
                   file=sys.stderr)

@@ -116,9 +116,9 @@ def markdown_html(text: str, folder: str, images: dict[str, bytes], used: set[st
             if rel in images:
                 child.attrSet("src", data_uri(images[rel]))
                 used.add(rel)
-            else:
-                child.attrSet("src", "")
-                child.attrSet("alt", f"(image {src} not found beside the report)")
+            else:  # never a broken reference out of a self-contained report: say what is missing
+                child.type, child.tag, child.children = "text", "", None
+                child.content, child.attrs = f"(image {src} not found beside the report)", {}
         if token.type == "link_open":  # links out of a self-contained report are plain text references
             token.attrSet("rel", "noopener")
     return md.renderer.render(tokens, md.options, {})
