@@ -32,6 +32,7 @@ from urllib.parse import quote, urlencode
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
 
 from pipelines.ops import catalog, config, datasets, queries, svg
@@ -273,14 +274,26 @@ def create_app() -> FastAPI:
     app = FastAPI(title="Pipelines operations", docs_url=None, redoc_url=None, openapi_url=None,
                   dependencies=[Depends(current_viewer)])
 
+    def _wants_html(request: Request) -> bool:
+        return not request.url.path.startswith(f"{_roots(request)[0]}/api") and \
+            "text/html" in request.headers.get("accept", "")
+
     @app.exception_handler(HTTPException)
     async def _errors(request: Request, exc: HTTPException) -> Response:
-        if request.url.path.startswith(f"{_roots(request)[0]}/api") or "text/html" not in \
-                request.headers.get("accept", ""):
+        if not _wants_html(request):
             return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
         base, airflow = _roots(request)
         html = render("error.html", base=base, airflow=airflow, status=exc.status_code, detail=exc.detail)
         return HTMLResponse(html, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        if not _wants_html(request):
+            return JSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
+        base, airflow = _roots(request)
+        detail = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ())[1:])}: {e.get('msg')}" for e in exc.errors())
+        return HTMLResponse(render("error.html", base=base, airflow=airflow, status=422, detail=detail),
+                            status_code=422)
 
     @app.get("/static/ops.css", include_in_schema=False)
     def stylesheet() -> FileResponse:
