@@ -183,10 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_registry)
 
     p = sub.add_parser("demo", help="everything end to end on embedded services, through Airflow")
-    p.add_argument("--days", type=positive_int, default=40)
+    p.add_argument("--days", type=positive_int, default=15, help="retention days (ending 2017-04-09)")
     p.add_argument("--installs-per-day", type=positive_int, default=150)
-    p.add_argument("--recs-users", type=positive_int, default=20_000)
-    p.add_argument("--sociodemo-users", type=positive_int, default=5_000)
+    p.add_argument("--recs-users", type=positive_int, default=8_000)
+    p.add_argument("--sociodemo-users", type=positive_int, default=3_000)
     p.add_argument("--only", nargs="+", choices=PIPELINES, help="run only these pipelines' part of the demo")
     p.set_defaults(func=_cmd_demo)
     return parser

@@ -88,6 +88,10 @@ class DemoContext:
     services: dict[str, str] = field(default_factory=dict)
     _dags: dict[str, Any] = field(default_factory=dict)
 
+    def quietly(self):
+        """A block whose output (library logs, progress of generators) goes to the demo log, not the terminal."""
+        return quiet(self.log_path)
+
     def dag(self, dag_id: str):
         """The parsed DAG (the DagBag is read once)."""
         if not self._dags:
@@ -119,8 +123,8 @@ class DemoContext:
         return states
 
 
-def run_demo(days: int = 40, installs_per_day: int = 150, recs_users: int = 20_000,
-             sociodemo_users: int = 5_000, only: Sequence[str] | None = None) -> int:
+def run_demo(days: int = 15, installs_per_day: int = 150, recs_users: int = 8_000,
+             sociodemo_users: int = 3_000, only: Sequence[str] | None = None) -> int:
     """Run the demo; returns a process exit code."""
     from pipelines.services import local_services
 

@@ -14,13 +14,14 @@ RECS_DAY = date(2026, 11, 2)
 def run(ctx: DemoContext) -> None:
     from pipelines.recs import jobs
 
-    users = ctx.sizes.get("recs_users", 20_000)
+    users = ctx.sizes.get("recs_users", 8_000)
     days = [RECS_DAY - timedelta(days=1), RECS_DAY]
-    for d in days:
-        made = jobs.generate(d, n_users=users, n_artists=users, start=days[0])
+    with ctx.quietly():
+        for d in days:
+            made = jobs.generate(d, n_users=users, n_artists=users, start=days[0])
     say(f"Generated Last.fm-format snapshots for {days[0]} and {days[1]} "
         f"({made.get('users', users):,} users, {made.get('rows', 0):,} play rows each)")
-    ctx.run_days("recs_daily", days, at=dtime(2), conf={"eval_users": 2000})
+    ctx.run_days("recs_daily", days, at=dtime(2), conf={"eval_users": 1000})
     _summary()
 
 

@@ -1,12 +1,13 @@
-"""The retention part of ``make demo``: 40 days of tracker drops through ``retention_daily``, then what it wrote."""
+"""The retention part of ``make demo``: days of tracker drops ending on 2017-04-09 through ``retention_daily``
+(enough for the seed's Q1 about 2017-04-01), then what it wrote."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 from pipelines.demo import DemoContext, say, table
 
-DEMO_START = date(2017, 3, 1)
+DEMO_END = date(2017, 4, 9)  # the seed's Q1 asks about installs on 04-01 and use until 04-08
 
 
 def run(ctx: DemoContext) -> None:
@@ -16,9 +17,11 @@ def run(ctx: DemoContext) -> None:
     from pipelines.retention.q1 import q1_postgres
 
     installs = ctx.sizes.get("installs_per_day", 150)
-    spec = RetentionDataSpec(start=DEMO_START, days=ctx.sizes.get("days", 40), installs_per_day=installs,
+    days = ctx.sizes.get("days", 15)
+    spec = RetentionDataSpec(start=DEMO_END - timedelta(days=days - 1), days=days, installs_per_day=installs,
                              existing_users=10 * installs, bad_row_rate=0.004)
-    generated = jobs.generate(spec)
+    with ctx.quietly():
+        generated = jobs.generate(spec)
     say(f"Generated {generated['events']:,} tracker events over {spec.days} days "
         f"({sum(generated['bad'].values())} bad rows planted: {generated['bad']})")
     ctx.run_days("retention_daily", spec.dates())

@@ -13,10 +13,11 @@ def run(ctx: DemoContext) -> None:
     from pipelines import db
     from pipelines.sociodemo import jobs
 
-    n_users = ctx.sizes.get("sociodemo_users", 5_000)
+    n_users = ctx.sizes.get("sociodemo_users", 3_000)
     start, n_days = date(2024, 6, 1), 10
-    made = jobs.generate(seed=42, n_users=n_users, n_videos=max(2000, n_users // 2), start=start, days=n_days,
-                         bad_row_rate=0.002, bad_target_rate=0.01)
+    with ctx.quietly():
+        made = jobs.generate(seed=42, n_users=n_users, n_videos=max(2000, n_users // 2), start=start, days=n_days,
+                             bad_row_rate=0.002, bad_target_rate=0.01)
     days = [start + timedelta(days=i) for i in range(n_days)]
     say(f"Generated {made['events']:,} Rutube-format viewing events of {n_users:,} users over {n_days} days "
         f"(bad rows planted: {made['bad_rows']})")
@@ -24,7 +25,7 @@ def run(ctx: DemoContext) -> None:
     say("sociodemo_train_weekly: TopClass, CatBoost and DeepSets + Time2Vec on the held-out split "
         "(promote=catboost) ...")
     ctx.run_once("sociodemo_train_weekly", datetime.combine(days[-1], dtime(3), tzinfo=UTC),
-                 {"promote": "catboost", "deepsets_max_epochs": 8})
+                 {"promote": "catboost", "catboost_iterations": 300, "deepsets_max_epochs": 6})
     ctx.run_days("sociodemo_daily", days[-1:], at=dtime(1))
     say("\n== sociodemo wrote ==")
     rows = db.query("""SELECT r.model_name AS model,
