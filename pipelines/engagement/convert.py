@@ -8,10 +8,10 @@ One ingest partition is a day's drop (``engagement/raw/dt=YYYY-MM-DD/``) or one 
 2. pyarrow parses the good records as strings (a row with the wrong number of fields is reported by its
    invalid-row handler: ``wrong_field_count``); a block that is not valid UTF-8 is decoded with replacement
    and its rows holding U+FFFD are refused (``bad_encoding``);
-3. one DuckDB query types and checks every row (the first reason that applies, :data:`~pipelines.engagement.
-   schema.VALUE_REASONS`), trims text, computes the post id, and keeps the raw fields of refused rows as JSON;
-4. valid rows go to one Parquet file per (month, input file), a row group at a time; refused rows to the
-   file's quarantine part.
+3. Arrow compute types and checks every column (the first reason that applies, :data:`~pipelines.engagement.
+   schema.VALUE_REASONS`) and trims text; DuckDB keeps the raw fields of refused rows as JSON;
+4. on a background thread, valid rows get their post id (:mod:`~pipelines.engagement.post_ids`) and go to one
+   Parquet file per (month, input file), a row group at a time; refused rows go to the file's quarantine part.
 
 Memory is one block and its parsed forms, plus at most ``row_group_rows`` buffered rows per open month: it
 does not grow with the file. After every file, duplicates (the same post id twice in the partition, the
@@ -140,12 +140,6 @@ _FLAGS_TRUE, _FLAGS_OK = {"true", "1"}, {"", "true", "false", "1", "0"}
 _RECORD_SQL = """SELECT to_json({time_created: time_created, date_created: date_created, up_votes: up_votes,
     down_votes: down_votes, title: title, over_18: over_18, author: author, category: category})::VARCHAR AS record
 FROM refused"""
-#: The post id: the first 8 bytes of MD5(time, author, title), little-endian, halved to fit a signed BIGINT
-#: (:func:`pipelines.engagement.schema.post_id`).
-_POST_ID_SQL = """SELECT CAST(md5_number_upper(CAST(t AS VARCHAR) || chr(31) || author || chr(31) || title) >> 1
-    AS BIGINT) AS post_id FROM keys"""
-
-
 def _integers(column) -> tuple[np.ndarray, np.ndarray]:
     """``(values, ok)`` of a text column of integers: an optional sign and 1-18 digits, spaces around allowed;
     anything else (``7.5``, ``1e3``, ``n/a``, ``--3``) is not ok (and its value 0)."""
@@ -236,8 +230,8 @@ class FileCounts:
 
 
 class _MonthWriters:
-    """The second half of a block's work, on a background thread: the post ids (MD5 in DuckDB, on its own
-    cursor), the split by month and the Parquet writes (one file per month for one input file, a row group at
+    """The second half of a block's work, on a background thread: the post ids (:mod:`~pipelines.engagement.
+    post_ids`), the split by month and the Parquet writes (one file per month for one input file, a row group at
     a time). DuckDB and Parquet encoding release the GIL, so this overlaps the next block's splitting, parsing
     and checking; at most two blocks wait, so memory stays bounded."""
 
@@ -264,14 +258,11 @@ class _MonthWriters:
     def _block(self, columns: dict, months: np.ndarray) -> None:
         import pyarrow as pa
 
-        keys = pa.table({"t": columns["time_created"], "author": columns["author"], "title": columns["title"]})
-        self.cursor.register("keys", keys)
-        try:
-            post_ids = self.cursor.sql(_POST_ID_SQL).to_arrow_table()["post_id"]
-        finally:
-            self.cursor.unregister("keys")
+        from pipelines.engagement.post_ids import post_ids
+
+        ids = post_ids(columns["time_created"], columns["author"], columns["title"], con=self.cursor)
         n = len(months)
-        valid = pa.table({"post_id": post_ids, **columns, "source": pa.repeat(pa.scalar(self.source), n)},
+        valid = pa.table({"post_id": pa.array(ids), **columns, "source": pa.repeat(pa.scalar(self.source), n)},
                          schema=staged_schema())
         if n and (months[1:] >= months[:-1]).all():  # sorted by time (the usual export): slices
             cuts = np.flatnonzero(months[1:] != months[:-1]) + 1

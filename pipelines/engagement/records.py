@@ -116,8 +116,9 @@ class RecordSplitter:
         a = np.frombuffer(data, dtype=np.uint8)
         nl = np.flatnonzero(a == _NL)
         q = np.flatnonzero(a == _QUOTE)
-        control = (int(np.count_nonzero(a < 32)) != len(nl) + data.count(b"\r") + data.count(b"\t")
-                   or b"\x7f" in data)
+        below = int(np.count_nonzero(a < 32))  # usually just the newlines: then no CR/TAB counting needed
+        control = (below != len(nl) and below != len(nl) + data.count(b"\r") + data.count(b"\t")) \
+            or b"\x7f" in data
         parity = (np.searchsorted(q, nl) & 1).astype(np.int8)  # quotes before each newline, mod 2
         by_parity = (np.flatnonzero(parity == 0), np.flatnonzero(parity == 1))
         starts_parts: list[np.ndarray] = []
