@@ -21,8 +21,9 @@ def run(ctx: DemoContext) -> None:
     from pipelines.engagement import jobs
 
     posts_per_day = ctx.sizes.get("engagement_posts_per_day", 250)
-    made = jobs.generate(start=START, days=HISTORY_DAYS + DAILY_DAYS, history_days=HISTORY_DAYS,
-                         posts_per_day=posts_per_day, bad_row_rate=0.005, seed=42)
+    with ctx.quietly():
+        made = jobs.generate(start=START, days=HISTORY_DAYS + DAILY_DAYS, history_days=HISTORY_DAYS,
+                             posts_per_day=posts_per_day, bad_row_rate=0.005, seed=42)
     last_history = START + timedelta(days=HISTORY_DAYS - 1)
     say(f"Generated {made['posts']:,} Eluvio-format posts ({made['bytes'] / 1e6:.1f} MB of CSV): one historical "
         f"export to {last_history} and {DAILY_DAYS} daily drops; bad rows planted: {made['bad']}")
@@ -37,7 +38,8 @@ def run(ctx: DemoContext) -> None:
                            AND r.model_name NOT IN ('mean', 'author_mean')
                          ORDER BY r.finished_at DESC, m.value LIMIT 4""")
     best = min(chosen, key=lambda r: r["value"])["model_name"]
-    promoted = jobs.promote(best, by="make demo")
+    with ctx.quietly():
+        promoted = jobs.promote(best, by="make demo")
     say(f"Promoting {best} explicitly (the lowest validation RMSE; the test months stay untouched by the "
         f"choice): version {promoted['model_version']}")
     days = [last_history + timedelta(days=i + 1) for i in range(DAILY_DAYS)]
