@@ -51,11 +51,11 @@ MODELS = ["mean", "author_mean", "linear", "catboost", "minilm", "neural"]
 )
 def engagement_daily():
     @task
-    def begin(params=None, dag_run=None, data_interval_end=None) -> str:
+    def begin(params=None, dag_run=None, data_interval_end=None, dag=None) -> str:
         """Check the run's conf and say which day it processes."""
         from pipelines.orchestration import begin
 
-        return begin(params, dag_run, data_interval_end, interval_hour=2)
+        return begin(params, dag_run, data_interval_end, interval_hour=2, dag=dag)
 
     @task.sensor(**SENSOR)
     def wait_for_posts(day: str) -> PokeReturnValue:
