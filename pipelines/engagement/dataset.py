@@ -3,7 +3,8 @@
 Readers use **accepted** partitions only (``ingest_partitions``), never whatever lies in a folder. A month may
 hold posts from several partitions (a historical file and the days after it): :func:`prepare` gives every
 month of a split exactly one copy of each post, rewriting (with DuckDB, spilling if need be) only months
-whose posts come from more than one partition; the rest are read where they are.
+where a historical file meets another partition (days cannot share a post: each holds its own day only);
+the rest are read where they are.
 
 The split is by **time**, never at random (votes drift): the last ``test_months`` calendar months up to the
 as-of day are the test months, the ``valid_months`` before them validation, everything before training
@@ -131,7 +132,9 @@ def prepare(files: list[MonthFile], split: TimeSplit, workdir: Path) -> Prepared
     try:
         for month in wanted:
             group = sorted(by_month.get(month, []), key=lambda f: (f.partition, f.path.name))
-            if len({f.partition for f in group}) <= 1:
+            partitions = {f.partition for f in group}
+            # Day partitions cannot share a post (each holds its own day only); a historical file can.
+            if len(partitions) <= 1 or not any(schema.is_file_partition(p) for p in partitions):
                 out[month] = [f.path for f in group]
                 continue
             if con is None:

@@ -89,6 +89,9 @@ def test_a_post_in_two_partitions_is_read_once(files, tmp_path):
     assert len(raw) - len(once) == day_rows > 50
     assert once.post_id.is_unique and set(once.post_id) == set(raw.post_id)
     assert prepared.files["2019-01"] == [f.path for f in files if f.month == "2019-01"]  # read in place
+    days_only = [dataset.MonthFile(f.month, f.path, f"2019-03-{10 + i}", f.rows) for i, f in enumerate(march)]
+    in_place = dataset.prepare(days_only, dataset.TimeSplit(("2019-03",), (), (), AS_OF), tmp_path / "days")
+    assert in_place.files["2019-03"] == [f.path for f in days_only]  # days cannot share a post: no rewrite
 
 
 def test_samples_are_bounded_deterministic_and_order_free(files):
