@@ -40,6 +40,9 @@ def _cmd(args: argparse.Namespace) -> int:
     elif args.action == "test-alert":
         result = jobs.test_alert(args.message)
         emit(result)
+        if not result["targets"]:
+            print("no alert target configured: the alert is recorded only (set PIPELINES_ALERT_WEBHOOK_URL, or the "
+                  "connections pipelines_alerts_webhook / pipelines_alerts_smtp)", file=sys.stderr)
         return 0 if result["notified_ok"] is not False else 1
     elif args.action == "export":
         result = jobs.export_predictions(args.pipeline, args.table, args.out)

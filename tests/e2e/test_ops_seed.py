@@ -200,3 +200,27 @@ class WebhookReceiver:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def scratch_database(admin_dsn: str, name: str) -> str:
+    """Create an empty database; returns its ``postgresql://`` URI."""
+    import psycopg2
+
+    from tests.conftest import _libpq_to_uri, _with_db
+
+    conn = psycopg2.connect(admin_dsn)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    return _libpq_to_uri(_with_db(admin_dsn, name))
+
+
+def drop_database(admin_dsn: str, name: str) -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(admin_dsn)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
