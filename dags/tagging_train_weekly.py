@@ -134,9 +134,15 @@ def tagging_train_weekly():
     @task
     def promote(trained: dict, params=None) -> dict:
         """Promote what the `promote` Param names (of this run), or nothing."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from pipelines.errors import UsageError
         from pipelines.tagging import jobs
 
-        return jobs.promote_trained(trained, params["promote"], by="tagging_train_weekly")
+        try:
+            return jobs.promote_trained(trained, params["promote"], by="tagging_train_weekly")
+        except UsageError as exc:  # a model this run did not train: retrying cannot help
+            raise AirflowFailException(str(exc)) from exc
 
     promote(train(segmentation_quality(segment_corpus(validate_corpus(wait_for_corpus(begin()))))))
 

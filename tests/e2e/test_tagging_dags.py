@@ -97,3 +97,21 @@ def test_unknown_conf_keys_fail_the_run(dagbag, pg_dsn, data_root):
                                             run_conf={"model": "tfidf_lr_words"})
     assert str(run.state) == "failed"
     assert _states(run)["begin"] == {"failed"}
+
+
+def test_the_demo_part_runs_through_airflow(dagbag, pg_dsn, data_root, tmp_path, capsys):
+    """``make demo``'s tagging part on small data: both DAGs through Airflow, then the tables it prints."""
+    from pipelines.demo import DemoContext
+    from pipelines.tagging import demo
+
+    ctx = DemoContext(log_path=tmp_path / "demo.log", sizes={"tagging_articles": 240})
+    ctx._dags.update(dagbag.dags)
+    demo.run(ctx)
+    out = capsys.readouterr().out
+    for heading in ("Held-out comparison", "oracle (ceiling)", "Words or characters?", "Segmentation vs HKCanCor",
+                    "Promoted (explicitly)", "A few tagged articles", "Quarantined rows by reason"):
+        assert heading in out, heading
+    assert db.query("SELECT count(DISTINCT as_of) AS n FROM tagging_article_tags")[0]["n"] == 2
+    rows = {r["family"]: r for r in demo.views_table(jobs.report()["comparison"])}
+    assert set(rows) == {"seed_rf", "tfidf_lr", "tfidf_svm", "catboost"}
+    assert all({"words", "chars", "both"} <= set(r) for r in rows.values())
