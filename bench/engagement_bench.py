@@ -19,7 +19,9 @@ For each size (``--sizes-gb``, default 2 10 20) it
 
 Each measured step runs in its own interpreter (``bench/_steps.py``), so its peak RSS (``ru_maxrss``) is its
 own; DuckDB and pyarrow threads count, nothing else does. Throughput is rows/s and MB/s of CSV; the ratio is
-conversion MB/s over the pyarrow floor's MB/s, measured in the same run on the same file.
+conversion MB/s over the pyarrow floor's MB/s, measured in the same run on the same file. Every step also
+records its CPU seconds (all its threads) and the load average while it ran: on a shared machine the wall-clock
+ratio moves with the neighbours, the CPU ratio much less.
 
 Run (from the repository root; about 50 minutes on 2 cores, needs ~30 GB of free disk at 20 GB)::
 
@@ -112,7 +114,27 @@ def step_train(root: Path, job: dict) -> dict:
             "stats_seconds": stats_seconds, "fit_seconds": fit_seconds, "curve": info["curve"]}
 
 
-STEPS = {"floor": step_floor, "floor_duckdb": step_floor_duckdb, "convert": step_convert, "train": step_train}
+def _measured(step):
+    """Add the step's CPU seconds (every thread of its process) and the machine's load average while it ran:
+    on a shared machine, wall time alone says as much about the neighbours as about the code."""
+    import functools
+    import resource
+
+    @functools.wraps(step)
+    def run(root: Path, job: dict) -> dict:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        load = os.getloadavg()[0]
+        out = step(root, job)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        out["cpu_seconds"] = (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
+        out["load_1min"] = round((load + os.getloadavg()[0]) / 2, 1)
+        return out
+
+    return run
+
+
+STEPS = {name: _measured(step) for name, step in
+         {"floor": step_floor, "floor_duckdb": step_floor_duckdb, "convert": step_convert, "train": step_train}.items()}
 
 
 # ------------------------------------------------------------------------------------------------ driver
@@ -150,8 +172,8 @@ def run_size(gb: float, work: Path, env: dict) -> dict:
 
 
 def summarize(results: list[dict]) -> None:
-    header = ("size", "rows", "floor MB/s", "duckdb MB/s", "convert MB/s", "convert rows/s", "ratio",
-              "convert RSS", "train rows/s", "train RSS", "floor RSS", "parquet")
+    header = ("size", "rows", "floor MB/s", "duckdb MB/s", "convert MB/s", "convert rows/s", "ratio", "CPU ratio",
+              "convert RSS", "train rows/s", "train RSS", "floor RSS", "parquet", "load")
     lines = [header]
     for r in results:
         mb = r["bytes"] / 1e6
@@ -159,15 +181,19 @@ def summarize(results: list[dict]) -> None:
         lines.append((f"{r['bytes'] / 1e9:.1f} GB", f"{r['rows']:,}", f"{mb / floor['seconds']:.0f}",
                       f"{mb / duck['seconds']:.0f}", f"{mb / conv['seconds']:.0f}",
                       f"{conv['rows_read'] / conv['seconds']:,.0f}", f"{floor['seconds'] / conv['seconds']:.2f}",
+                      f"{floor['cpu_seconds'] / conv['cpu_seconds']:.2f}",
                       f"{conv['peak_rss_mib']:,.0f} MiB", f"{train['rows'] / train['seconds']:,.0f}",
                       f"{train['peak_rss_mib']:,.0f} MiB", f"{floor['peak_rss_mib']:,.0f} MiB",
-                      f"{conv['parquet_bytes'] / 1e9:.2f} GB"))
+                      f"{conv['parquet_bytes'] / 1e9:.2f} GB",
+                      "/".join(f"{r[s]['load_1min']:.0f}" for s in ("floor", "convert", "train"))))
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
     print()
     for line in lines:
         print("  ".join(str(v).rjust(w) for v, w in zip(line, widths, strict=True)))
-    print("\nratio = conversion MB/s / pyarrow floor MB/s (same file, same run); train = author statistics + one "
-          "epoch of the streamed linear model over every row")
+    print("\nratio = conversion MB/s / pyarrow floor MB/s (same file, same run); CPU ratio = the floor's CPU seconds / "
+          "the conversion's (every thread; what an idle machine's wall-clock ratio tends to); train = author "
+          "statistics + one epoch of the streamed linear model over every row; load = 1-minute load average "
+          "during floor/convert/train (2 cores)")
 
 
 def main(argv: list[str] | None = None) -> int:
