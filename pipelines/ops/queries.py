@@ -213,7 +213,7 @@ def build_comparison(item: catalog.PipelineInfo, runs: Sequence[dict], metrics: 
     for run in sorted((r for r in runs if r["status"] == "success"), key=lambda r: r["started_at"]):
         params = run.get("params") or {}
         key = (params.get(item.training_param) if item.training_param else None) or run["model_version"] \
-            or str(run["run_id"])
+            or f"{run['kind']}-{str(run['run_id'])[:8]}"
         label = (params.get(item.model_param) if item.model_param else None) or run["model_name"] or run["kind"]
         entry = trainings.setdefault(key, {"key": key, "started_at": run["started_at"], "models": {},
                                            "runs": {}, "kind": run["kind"]})
@@ -224,7 +224,9 @@ def build_comparison(item: catalog.PipelineInfo, runs: Sequence[dict], metrics: 
             if model is None:
                 continue
             mine = segment == ""
-            if mine or not own.get((key, model)):
+            if mine and own.get((key, model)):  # another run of the same model and training (e.g. fit, evaluate)
+                entry["models"][model].update(values)
+            elif mine or not own.get((key, model)):
                 entry["models"][model] = dict(values)
                 own[(key, model)] = own.get((key, model), False) or mine
             if mine:

@@ -63,8 +63,9 @@ def _validator(day_index: int):
         for i in range(bad):
             reason = reasons[i % len(reasons)]
             result.add(reason)
+            note = "bad\x00byte" if i == 0 else "<img src=x onerror=alert(1)>" if i == 1 else "x"
             rows.append({"source": "events.parquet", "reason": reason, "detail": f"row {i}",
-                         "record": {"viewer_uid": f"u{i}", "watch": -i, "note": "bad\x00byte" if i == 0 else "x"}})
+                         "record": {"viewer_uid": f"u{i}", "watch": -i, "note": note}})
         result.add("merged_duplicate", 5)  # benign: counted, not bad
         ingest.quarantine_from_rows(staging.path("quarantine.parquet"), rows)
         pq.write_table(pa.table({"viewer_uid": [f"u{i}" for i in range(ROWS - bad)],

@@ -318,6 +318,21 @@ def test_run_pages_and_self_contained_reports(client, ops, world):
         assert stored.headers["x-report"] == "stored" and stored.text == written.read()
 
 
+@pytest.mark.parametrize("pipeline", ["retention", "recs", "sociodemo", "keystrokes", "tagging", "engagement"])
+def test_every_view_of_every_pipeline_renders(client, ops, world, pipeline):
+    """Pipelines with no run, no partition, no serving table yet still get every page, saying so."""
+    for view in ("", "/quality", "/quarantine", "/data", "/predictions"):
+        response = get(client, f"/pipelines/{pipeline}{view}", ops)
+        assert response.status_code == 200, (view, response.text[:500])
+        assert "Pipelines operations" in response.text
+
+
+def test_what_inputs_wrote_is_shown_as_text(client, ops, world):
+    html = get(client, "/pipelines/sociodemo/quarantine?limit=500", ops).text
+    assert "onerror=alert(1)" in html  # the evidence is there ...
+    assert "<img src=x" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html  # ... as text, never markup
+
+
 def test_parameters_are_validated_before_any_query(client, ops):
     cases = {"/pipelines/sociodemo?metric=x' OR 1=1--": 422, "/pipelines/sociodemo?metric=not_recorded": 422,
              "/pipelines/sociodemo?training=nope": 404, "/pipelines/x'--": 404, "/pipelines/nope": 404,
