@@ -2,8 +2,11 @@
 
 Table (:data:`FEATURE_NAMES`), from the replayed attempt (:func:`~pipelines.keystrokes.replay.replay`):
 
-* ``lat_01`` .. ``lat_36``: log milliseconds between the presses of consecutive characters of the phrase (the
-  surviving characters: a corrected position includes the correction, which is how that user corrects);
+* ``lat_01`` .. ``lat_36``: for each character of the phrase from the second, log milliseconds from the press
+  just before it to the press that typed it (the one that survived): the digraph latency, or, at a corrected
+  position, the time from the last backspace to the retyped key (measured: taking the span from the previous
+  surviving character instead, which includes the whole correction, cut the identification of 1,000 new users
+  by a learnt linear metric from 24% to 14%: one correction makes an outlier of that position);
 * ``word_1`` .. ``word_6``: log milliseconds from the first to the last character of each word;
 * ``total_log_ms`` and ``chars_per_s`` (speed), the mean / std / median of the character latencies;
 * pauses: gaps longer than three times the attempt's median gap (``pause_count``, ``pause_share``) and the
@@ -47,7 +50,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "max_gap_log", "backspaces", "corrections", "deleted", "backspace_rate", "backspace_on_empty", "n_events",
     "bs_reaction_log",
 )
-FEATURE_VERSION = hashlib.sha256(("v1|" + ",".join(FEATURE_NAMES) + f"|{MAX_LEN}|{N_SEQ_FEATURES}").encode()
+FEATURE_VERSION = hashlib.sha256(("v2|" + ",".join(FEATURE_NAMES) + f"|{MAX_LEN}|{N_SEQ_FEATURES}").encode()
                                  ).hexdigest()[:12]
 
 
@@ -69,7 +72,8 @@ def attempt_features(chars: Sequence[str], times_us: Sequence[int]) -> np.ndarra
         raise ValueError(f"not a valid attempt: replays to {played.text[:40]!r}")
     t = np.asarray(times_us, dtype=np.float64) / 1000.0
     kept = t[list(played.kept)]
-    lat = np.log(np.maximum(np.diff(kept), 1.0))
+    source = np.asarray(played.kept[1:])
+    lat = np.log(np.maximum(t[source] - t[source - 1], 1.0))
     words = [_log_ms(kept[b] - kept[a]) for a, b in schema.WORDS]
     gaps = np.diff(t)
     total = float(t[-1] - t[0]) if len(t) > 1 else 0.0

@@ -355,3 +355,25 @@ def summary(data: GeneratedDataset) -> dict[str, Any]:
             "users_on_several_pages": sum(1 for n in counts.values() if n > 1), "train_attempts": attempts,
             "test_attempts": len(data.test["attempts"]), "planted": data.truth["planted"],
             "first_page": data.first_page}
+
+
+def simulate(n_users: int, seed: int, samples: int | None = None, mean_samples: float = 24.0,
+             samples_sigma: float = 0.8, max_samples: int = 400, profile_seed: int | None = None
+             ) -> tuple[list[UserProfile], list[tuple[int, tuple[str, ...], tuple[int, ...]]]]:
+    """Users and their *valid* attempts in memory, without JSON pages (for benchmarks at scales where the pages
+    would be too big to write): ``(profiles, [(user index, chars, press times µs), ...])``. ``samples`` fixes
+    every user's number of attempts (else the long-tailed draw); attempts that replay to a wrong phrase (an
+    uncorrected typo) are left out, as ingestion would quarantine them."""
+    from pipelines.keystrokes.replay import replay
+
+    rng = np.random.default_rng(seed)
+    profiles = make_profiles(n_users, rng, seed if profile_seed is None else profile_seed, mean_samples,
+                             samples_sigma, max_samples)
+    out = []
+    for u, profile in enumerate(profiles):
+        if samples is not None:
+            profile.n_samples = samples
+        for chars, times in user_attempts(profile, rng):
+            if replay(chars).text == schema.PHRASE:
+                out.append((u, tuple(chars), tuple(times)))
+    return profiles, out

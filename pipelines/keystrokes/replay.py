@@ -11,13 +11,14 @@ one latencies are measured from).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from pipelines.keystrokes import schema
 
-_CONTROL = {chr(c) for c in (*range(0x00, 0x20), 0x7F)}
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -90,13 +91,12 @@ def replay(chars: tuple[str, ...] | list[str]) -> Replay:
 def parse_time_us(text: str) -> int:
     """An ISO timestamp as microseconds since the epoch; naive times are UTC (as the challenge's are)."""
     moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    delta = moment - _EPOCH
+    delta = moment - (_EPOCH_NAIVE if moment.tzinfo is None else _EPOCH)
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_NAIVE = datetime(1970, 1, 1)
 
 
 def format_time_us(us: int) -> str:
@@ -109,13 +109,24 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _structure(raw: Any) -> Rejected | None:
+def check_attempt(raw: Any, max_gap_ms: float = schema.MAX_GAP_MS) -> Attempt | Rejected:
+    """The parsed attempt, or the first reason it is not a valid typing of the phrase.
+
+    Checked in this order: the structure (``not_a_list``, ``empty_attempt``, ``too_many_events``,
+    ``malformed_event`` for an event that is not an object with string ``character`` and ``typed_at``), control
+    characters in any field (``control_characters``: NUL never reaches PostgreSQL), keys (``malformed_event``
+    for a ``character`` that is neither one character nor ``[backspace]``), times (``bad_timestamp``,
+    ``time_backwards``, ``absurd_gap``), then the replayed text (``wrong_phrase``). One pass per check over
+    plain lists: this runs for every attempt of every page.
+    """
     if not isinstance(raw, list):
         return Rejected("not_a_list", f"an attempt must be a list of key events, got {type(raw).__name__}")
     if not raw:
         return Rejected("empty_attempt", "no key events")
     if len(raw) > schema.MAX_EVENTS:
         return Rejected("too_many_events", f"{len(raw)} events (more than {schema.MAX_EVENTS})")
+    chars: list[str] = []
+    stamps: list[str] = []
     for i, event in enumerate(raw):
         if not isinstance(event, dict):
             return Rejected("malformed_event", f"event {i} is a {type(event).__name__}, not an object")
@@ -124,45 +135,35 @@ def _structure(raw: Any) -> Rejected | None:
             missing = [k for k, v in (("character", char), ("typed_at", typed)) if not isinstance(v, str)]
             return Rejected("malformed_event", f"event {i}: {' and '.join(missing)} missing or not a string "
                                                f"({_short(event)})")
-    return None
-
-
-def check_attempt(raw: Any, max_gap_ms: float = schema.MAX_GAP_MS) -> Attempt | Rejected:
-    """The parsed attempt, or the first reason it is not a valid typing of the phrase.
-
-    Checked in this order: the structure (``not_a_list``, ``empty_attempt``, ``too_many_events``,
-    ``malformed_event`` for an event that is not an object with string ``character`` and ``typed_at``), control
-    characters in any field (``control_characters``: NUL never reaches PostgreSQL), keys (``malformed_event``
-    for a ``character`` that is neither one character nor ``[backspace]``), times (``bad_timestamp``,
-    ``time_backwards``, ``absurd_gap``), then the replayed text (``wrong_phrase``).
-    """
-    bad = _structure(raw)
-    if bad is not None:
-        return bad
-    for i, event in enumerate(raw):
-        if any(c in _CONTROL for c in event["character"]) or any(c in _CONTROL for c in event["typed_at"]):
-            return Rejected("control_characters", f"event {i} holds a control character")
-    for i, event in enumerate(raw):
-        char = event["character"]
+        chars.append(char)
+        stamps.append(typed)
+    if _CONTROL_RE.search("".join(chars)) or _CONTROL_RE.search("".join(stamps)):
+        i = next(i for i, (c, t) in enumerate(zip(chars, stamps, strict=True))
+                 if _CONTROL_RE.search(c) or _CONTROL_RE.search(t))
+        return Rejected("control_characters", f"event {i} holds a control character")
+    for i, char in enumerate(chars):
         if len(char) != 1 and char != schema.BACKSPACE:
             return Rejected("malformed_event", f"event {i}: unknown key {_short(char, 40)}")
-    times: list[int] = []
-    for i, event in enumerate(raw):
-        try:
-            times.append(parse_time_us(event["typed_at"]))
-        except (ValueError, OverflowError):
-            return Rejected("bad_timestamp", f"event {i}: typed_at {_short(event['typed_at'], 40)} is not an "
-                                             "ISO timestamp")
+    try:
+        times = [parse_time_us(t) for t in stamps]
+    except (ValueError, OverflowError):
+        for i, t in enumerate(stamps):
+            try:
+                parse_time_us(t)
+            except (ValueError, OverflowError):
+                return Rejected("bad_timestamp", f"event {i}: typed_at {_short(t, 40)} is not an ISO timestamp")
+        raise
     limit_us = max_gap_ms * 1000
+    previous = times[0]
     for i in range(1, len(times)):
-        gap = times[i] - times[i - 1]
+        gap = times[i] - previous
         if gap < 0:
             return Rejected("time_backwards", f"event {i} was typed {-gap / 1000:.1f} ms before event {i - 1}")
         if gap > limit_us:
             return Rejected("absurd_gap", f"{gap / 1e6:.1f} s between events {i - 1} and {i} (more than "
                                           f"{max_gap_ms / 1000:.0f} s)")
-    chars = tuple(event["character"] for event in raw)
+        previous = times[i]
     text = replay(chars).text
     if text != schema.PHRASE:
         return Rejected("wrong_phrase", f"replays to {_short(text, 60)}")
-    return Attempt(chars=chars, times_us=tuple(times))
+    return Attempt(chars=tuple(chars), times_us=tuple(times))

@@ -1,10 +1,15 @@
 """Metric learning for 1,000× more users (both seeds' question), in the spirit of TypeNet.
 
-A network (:class:`~pipelines.keystrokes.models.nets.SequenceEncoder` and a projection) maps an attempt to a
-unit vector; it is trained with a supervised contrastive loss (a soft triplet loss over whole batches of
-``users_per_batch`` users × ``samples_per_user`` attempts), so attempts of one user end up closer than anyone
-else's. The output layer does
-not grow with the number of users: a user is **enrolled** by the mean of their attempts' embeddings (the
+A network maps an attempt to a unit vector: by default a learnt linear map of the standardised feature table
+(per-position latencies, word times, speed, error habits; ``layers`` > 0 puts an MLP in front), or
+(``encoder="sequence"``) the GRU of :class:`~pipelines.keystrokes.models.nets.SequenceEncoder` over the raw
+events. Measured on 1,000 users unseen in training, enrolled from 5 attempts each (encoder trained on 1,000
+other users): the linear map identified 24% of attempts at top-1, a 2-layer MLP 11%, the GRU encoder 5% and
+plain within-user whitening of the features (no learning) 21% (the MLP and the GRU learn the training users
+rather than what separates users in general). It is trained with a
+supervised contrastive loss (a soft triplet loss over whole batches of ``users_per_batch`` users ×
+``samples_per_user`` attempts), so attempts of one user end up closer than anyone else's. The output layer
+does not grow with the number of users: a user is **enrolled** by the mean of their attempts' embeddings (the
 gallery), an attempt is identified by its nearest enrolled users (cosine similarity), and a new user enrols
 without retraining (:meth:`EmbeddingModel.enrol`).
 
@@ -26,19 +31,44 @@ from torch import nn
 
 from pipelines.keystrokes.features import Samples
 from pipelines.keystrokes.models.base import KeystrokeModel, ModelFitError, fit_temperature
-from pipelines.keystrokes.models.nets import Budget, SequenceEncoder, batch, embed_all, seed_everything, torch_threads
+from pipelines.keystrokes.models.nets import Budget, SequenceEncoder, batch, seed_everything, torch_threads
 
 
 class EmbeddingNet(nn.Module):
-    def __init__(self, hidden: int, char_dim: int, position_dim: int, bidirectional: bool, dim: int) -> None:
-        super().__init__()
-        self.encoder = SequenceEncoder(hidden=hidden, char_dim=char_dim, position_dim=position_dim,
-                                       bidirectional=bidirectional)
-        self.project = nn.Sequential(nn.Linear(self.encoder.out_dim, self.encoder.out_dim), nn.ReLU(),
-                                     nn.Linear(self.encoder.out_dim, dim))
+    """An attempt → a unit vector: an MLP over the standardised feature table (``encoder="features"``) or the
+    GRU over the raw events (``encoder="sequence"``), then a projection."""
 
-    def forward(self, ids, num, lengths):
-        return nn.functional.normalize(self.project(self.encoder(ids, num, lengths)), dim=-1)
+    def __init__(self, encoder: str, n_features: int, layers: int, hidden: int, char_dim: int, position_dim: int,
+                 bidirectional: bool, dim: int, dropout: float) -> None:
+        super().__init__()
+        self.kind = encoder
+        if encoder == "features":
+            self.register_buffer("mean", torch.zeros(n_features))
+            self.register_buffer("scale", torch.ones(n_features))
+            if layers:
+                width, blocks, size = 4 * hidden, [], n_features
+                for _ in range(layers):
+                    blocks += [nn.Linear(size, width), nn.ReLU(), nn.Dropout(dropout)]
+                    size = width
+                self.body = nn.Sequential(*blocks)
+            else:  # a learnt linear metric (what within-user whitening would be, fitted by the loss)
+                width, self.body = n_features, nn.Identity()
+        elif encoder == "sequence":
+            self.body = SequenceEncoder(hidden=hidden, char_dim=char_dim, position_dim=position_dim,
+                                        bidirectional=bidirectional)
+            width = self.body.out_dim
+        else:
+            raise ValueError(f"encoder must be 'features' or 'sequence', not {encoder!r}")
+        self.project = nn.Linear(width, dim) if encoder == "features" and not layers else \
+            nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, dim))
+
+    def forward(self, *inputs):
+        if self.kind == "features":
+            (x,) = inputs
+            h = self.body(((x - self.mean) / self.scale).clamp(-6.0, 6.0))
+        else:
+            h = self.body(*inputs)
+        return nn.functional.normalize(self.project(h), dim=-1)
 
 
 def supervised_contrastive_loss(emb: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -65,22 +95,39 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
 class EmbeddingModel(KeystrokeModel):
     name: ClassVar[str] = "embedding"
     defaults: ClassVar[dict[str, Any]] = {
-        "epochs": 40, "hidden": 64, "char_dim": 16, "position_dim": 8, "bidirectional": False, "dim": 64,
-        "temperature": 0.1, "lr": 2e-3, "weight_decay": 1e-5,
-        "users_per_batch": 32, "samples_per_user": 4, "seed": 42, "threads": 1, "time_cap_s": 3600.0,
+        "encoder": "features", "layers": 0, "epochs": 40, "hidden": 64, "char_dim": 16, "position_dim": 8,
+        "bidirectional": False, "dim": 64, "dropout": 0.1, "temperature": 0.05, "lr": 3e-3, "weight_decay": 1e-5,
+        "users_per_batch": 256, "samples_per_user": 4, "seed": 42, "threads": 1, "time_cap_s": 3600.0,
         "ann_threshold": 50_000, "ann_candidates": 50, "hnsw_m": 32, "hnsw_ef": 128}
 
     # ------------------------------------------------------------------ network
     def _net(self) -> EmbeddingNet:
+        from pipelines.keystrokes.features import FEATURE_NAMES
+
         p = self.params
-        return EmbeddingNet(p["hidden"], p["char_dim"], p["position_dim"], p["bidirectional"], p["dim"])
+        return EmbeddingNet(p["encoder"], len(FEATURE_NAMES), p["layers"], p["hidden"], p["char_dim"],
+                            p["position_dim"], p["bidirectional"], p["dim"], p["dropout"])
+
+    def _inputs(self, samples: Samples):
+        """What the network reads: the feature table (float32) or the padded event sequences."""
+        return (samples.table.astype(np.float32),) if self.params["encoder"] == "features" else samples.seq
+
+    @staticmethod
+    def _batch(inputs, idx: np.ndarray):
+        if len(inputs) == 1:
+            return (torch.from_numpy(np.ascontiguousarray(inputs[0][idx])),)
+        return batch(inputs, idx)
 
     def embed(self, samples: Samples) -> np.ndarray:
         """Unit vectors (n, dim) of the attempts."""
         if len(samples) == 0:
             return np.zeros((0, self.params["dim"]), dtype=np.float32)
-        with torch_threads(self.params["threads"]):
-            return l2_normalise(embed_all(self.net_, samples.seq))
+        inputs = self._inputs(samples)
+        n, out = len(samples), []
+        with torch_threads(self.params["threads"]), torch.no_grad():
+            for lo in range(0, n, 2048):
+                out.append(self.net_(*self._batch(inputs, np.arange(lo, min(lo + 2048, n)))).float().numpy())
+        return l2_normalise(np.concatenate(out))
 
     def _fit(self, train: Samples, y: np.ndarray) -> dict:
         p = self.params
@@ -94,9 +141,13 @@ class EmbeddingModel(KeystrokeModel):
         with torch_threads(p["threads"]):
             seed_everything(p["seed"])
             self.net_ = self._net()
+            inputs = self._inputs(train)
+            if p["encoder"] == "features":  # standardisation learnt from the training attempts, saved with the net
+                self.net_.mean.copy_(torch.from_numpy(inputs[0].mean(axis=0)))
+                self.net_.scale.copy_(torch.from_numpy(inputs[0].std(axis=0).clip(min=1e-6)))
             optimiser = torch.optim.Adam(self.net_.parameters(), lr=p["lr"], weight_decay=p["weight_decay"])
             rng = np.random.default_rng(p["seed"])
-            seq, budget, losses, epochs = train.seq, Budget(p["time_cap_s"]), [], 0
+            budget, losses, epochs = Budget(p["time_cap_s"]), [], 0
             self.net_.train()
             for _ in range(int(p["epochs"])):
                 if budget.exceeded():
@@ -105,7 +156,7 @@ class EmbeddingModel(KeystrokeModel):
                 for _ in range(steps_per_epoch):
                     users = rng.choice(pairable, size=per_batch, replace=False)
                     idx = np.concatenate([rng.choice(by_user[u], size=k, replace=len(by_user[u]) < k) for u in users])
-                    emb = self.net_(*batch(seq, idx))
+                    emb = self.net_(*self._batch(inputs, idx))
                     loss = supervised_contrastive_loss(emb, torch.from_numpy(y[idx]), p["temperature"])
                     optimiser.zero_grad()
                     loss.backward()

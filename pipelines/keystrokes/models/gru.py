@@ -33,9 +33,11 @@ class GRUNet(nn.Module):
 
 class GRUModel(KeystrokeModel):
     name: ClassVar[str] = "gru"
+    #: Measured on 30 users (25 epochs, same data and seed): lr 3e-3 one-way 29% held-out accuracy, lr 1e-2
+    #: one-way 49%, lr 1e-2 both ways 57% (1.6x the time).
     defaults: ClassVar[dict[str, Any]] = {"epochs": 30, "hidden": 64, "char_dim": 16, "position_dim": 8,
-                                          "bidirectional": False, "dropout": 0.2,
-                                          "lr": 3e-3, "weight_decay": 1e-4, "batch_size": 64, "seed": 42,
+                                          "bidirectional": True, "dropout": 0.2,
+                                          "lr": 1e-2, "weight_decay": 1e-4, "batch_size": 64, "seed": 42,
                                           "threads": 1, "time_cap_s": 3600.0}
 
     def _net(self) -> GRUNet:
