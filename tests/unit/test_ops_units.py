@@ -258,3 +258,39 @@ def test_the_plugin_module_is_light():
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
                          cwd=str(__import__("pathlib").Path(__file__).resolve().parents[2]))
     assert out.stdout.split()[-3:] == ["pipelines-ops/", "False", "False"]  # the app is built on first use only
+
+
+# ------------------------------------------------------------------------------------ where the page reads from
+def test_the_page_finds_the_database_like_the_platform_then_through_airflow(monkeypatch):
+    from pipelines.ops.web import app as web
+
+    monkeypatch.setenv("PIPELINES_PG_DSN", "postgresql://u@db.example:5432/pipelines")
+    from pipelines.settings import get_settings
+
+    get_settings.cache_clear()
+    assert web.ops_dsn() == "postgresql://u@db.example:5432/pipelines"
+    monkeypatch.delenv("PIPELINES_PG_DSN")
+    monkeypatch.delenv("AIRFLOW_CONN_PIPELINES_POSTGRES", raising=False)
+    get_settings.cache_clear()
+
+    class Conn:
+        @staticmethod
+        def get_uri() -> str:
+            return "postgres://ops:s3cret@warehouse.internal:6432/pipelines"
+
+    import airflow.models.connection as connection
+
+    monkeypatch.setattr(connection.Connection, "get_connection_from_secrets", classmethod(lambda cls, cid: Conn()))
+    web._DSN_CACHE.clear()
+    assert web.ops_dsn() == "postgresql://ops:s3cret@warehouse.internal:6432/pipelines"
+    get_settings.cache_clear()
+
+
+@pytest.mark.parametrize(("dataset_id", "ok"), [("partition:2026-03-02", True), ("partition:targets", True),
+                                                 (f"run:{'0' * 8}-0000-0000-0000-{'0' * 12}", True),
+                                                 ("partition:../../etc", False), ("run:not-a-uuid", False),
+                                                 ("/etc/passwd", False), ("partition:a b", False)])
+def test_data_sets_are_named_by_id_never_by_path(dataset_id, ok):
+    from pipelines.ops.datasets import valid_id
+
+    assert valid_id(dataset_id) is ok
