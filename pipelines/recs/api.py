@@ -2,7 +2,10 @@
 
 Each request reads the version pointer once (cached in-process for ``PIPELINES_RECS_POINTER_TTL`` seconds,
 default 5) and then only items of that version, so an answer never mixes two versions even while a new one is
-being published. Importing this module contacts nothing: the store is built on the first request.
+being published. A version's cold-start lists never change once it is published, so they are cached in-process
+per (version, country, age band): an unknown user costs one DynamoDB read (its own, missing, item) instead of
+two (the load test in ``bench/recs_api_bench.py`` found the fallback read halving their throughput). Importing
+this module contacts nothing: the store is built on the first request.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import logging
 import os
 import threading
 import time
+from collections import OrderedDict
 from typing import Annotated
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -28,6 +32,9 @@ log = logging.getLogger(__name__)
 
 API_VERSION = "1.0.0"
 DEFAULT_POINTER_TTL = 5.0
+#: Cold-start lists kept in memory (an entry per version and distinct country / age band asked for; the
+#: country is free text, so the cache is bounded and the least recently used entries go first).
+FALLBACK_CACHE_SIZE = 4096
 #: What each parameter must look like, for 422 answers a client can act on.
 EXPECTED = {
     "user_id": "a Last.fm user id: 40 lowercase hexadecimal characters (the sha1 in the 360K dataset), "
@@ -74,6 +81,8 @@ class _Serving:
         self._lock = threading.Lock()
         self._pointer: dict | None = None
         self._fetched_at = 0.0
+        self._fallbacks: OrderedDict[tuple, schema.RecRecord] = OrderedDict()
+        self._fallback_lock = threading.Lock()
 
     @property
     def store(self) -> RecsStore:
@@ -99,6 +108,21 @@ class _Serving:
             raise StoreUnavailable(f"no recommendations version has been published yet (table {self.table_name()})")
         self._pointer, self._fetched_at = pointer, now
         return pointer
+
+    def fallback(self, country: str | None, band: str | None, version: str) -> schema.RecRecord:
+        """The cold-start list for an unknown user: read once per (version, country, band), then from memory.
+        A missing global list (LookupError) is not cached."""
+        key = (version, country, band)
+        with self._fallback_lock:
+            if key in self._fallbacks:
+                self._fallbacks.move_to_end(key)
+                return self._fallbacks[key]
+        record = _call(lambda: self.store.get_fallback(country, band, version), self.table_name())
+        with self._fallback_lock:
+            self._fallbacks[key] = record
+            while len(self._fallbacks) > FALLBACK_CACHE_SIZE:
+                self._fallbacks.popitem(last=False)
+        return record
 
 
 def _call(fn, table: str):
@@ -166,8 +190,7 @@ def create_app(store: RecsStore | None = None) -> FastAPI:
         known = record is not None
         if record is None:
             try:
-                record = _call(lambda: serving.store.get_fallback((country or "").strip() or None,
-                                                                  schema.age_band(age), version), table)
+                record = serving.fallback((country or "").strip() or None, schema.age_band(age), version)
             except LookupError:
                 log.warning("version %s has no fallback list", version)
                 record = schema.RecRecord(user_id, version, pointer["generated_on"], "none")

@@ -196,6 +196,38 @@ def test_lifecycle_503_until_published_then_switch(dynamodb_endpoint):
     store.client.delete_table(TableName=table)
 
 
+def test_cold_start_lists_are_read_once_per_version(dynamodb_endpoint):
+    """A published version's cold-start lists never change, so the API keeps them in memory: a rewrite of v1's
+    list behind its back is not seen, while the next version's list is served as soon as it is published."""
+    table = f"recs_api_{uuid.uuid4().hex[:8]}"
+    store = _store(dynamodb_endpoint, table)
+    store.ensure_table()
+    _version(store, "v1", "2024-03-01")
+    store.publish("v1", generated_on="2024-03-01", item_count=4)
+
+    def first(client: httpx.Client, **params) -> tuple[str, str]:
+        body = recs(client, UNKNOWN, **params).json()
+        return body["version"], body["recommendations"][0]["artist"]
+
+    with running_api(dynamodb_endpoint, table) as client:
+        assert first(client, country="Germany", age=30) == ("v1", "Rammstein")
+        store.write_records([RecRecord(fallback_key("Germany", "25-34"), "v1", "2024-03-01", "fallback:country_age",
+                                       [RecItem("Scooter", 9)])])
+        assert first(client, country="Germany", age=30) == ("v1", "Rammstein")  # from memory
+        assert first(client, country="Germany", age=31) == ("v1", "Rammstein")  # same band, same entry
+        assert first(client, country="Germany", age=70) == ("v1", "Kraftwerk")  # another list: read now
+        _version(store, "v2", "2024-03-02")
+        store.write_records([RecRecord(fallback_key("Germany", "25-34"), "v2", "2024-03-02", "fallback:country_age",
+                                       [RecItem("Einstürzende Neubauten", 9)])])
+        store.publish("v2", generated_on="2024-03-02", item_count=4)
+        deadline = time.monotonic() + 5
+        while (got := first(client, country="Germany", age=30))[0] != "v2":
+            assert time.monotonic() < deadline, got
+            time.sleep(0.05)
+        assert got == ("v2", "Einstürzende Neubauten")
+    store.client.delete_table(TableName=table)
+
+
 def test_unreachable_dynamodb_is_503_not_500():
     with running_api(f"http://127.0.0.1:{_free_port()}", "anything") as client:
         for resp in (client.get("/health"), recs(client, KNOWN)):
