@@ -34,7 +34,7 @@ POOLS: dict[str, tuple[int, str]] = {
 
 #: Late input is waited for by a sensor in reschedule mode: checked every ``poke_interval`` seconds, given up
 #: after ``timeout`` seconds with a clear failure.
-SENSOR = {"mode": "reschedule", "poke_interval": 300, "timeout": 6 * 3600}
+SENSOR = {"mode": "reschedule", "poke_interval": 120, "timeout": 6 * 3600 + 600}
 
 DAY_PARAM_HELP = ("Day to process, YYYY-MM-DD. Empty: the run's data interval day (a scheduled run for the "
                   "interval [D hh:mm, D+1 hh:mm) processes D; a manual run without a logical date processes the "

@@ -90,7 +90,7 @@ def begin(params: Mapping[str, Any], dag_run: Any, data_interval_end: datetime |
 #: least :data:`GRACE` after it started (a manual run, a backfill of a long-past day, or the run unpausing a DAG
 #: creates: those fail fast instead of holding a run slot for hours).
 LATE_INPUT_WAIT = timedelta(hours=6)
-GRACE = timedelta(minutes=10)
+GRACE = timedelta(minutes=3)
 
 
 def input_deadline(data_interval_end: datetime | None, run_after: datetime | None,
