@@ -17,6 +17,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from pipelines import db
+from pipelines.ops.queries import existing_tables
 from pipelines.ops.report import relative_to_root
 from pipelines.storage import DataRoot
 
@@ -39,7 +40,7 @@ class Dataset:
 def list_datasets(cur, pipeline: str, root: DataRoot, limit: int = 60) -> list[Dataset]:
     """The pipeline's data sets, newest first: accepted partitions, then transform outputs."""
     out: list[Dataset] = []
-    if "ingest_partitions" in {r[0] for r in _exists(cur, ["ingest_partitions"])}:
+    if "ingest_partitions" in existing_tables(cur, ["ingest_partitions"]):
         for r in db.fetch_dicts(cur, """
                 SELECT partition_key, run_id::text AS run_id, staged_uri, rows_valid FROM ingest_partitions
                 WHERE pipeline = %s AND status = 'accepted' AND staged_uri IS NOT NULL
@@ -71,11 +72,6 @@ def list_datasets(cur, pipeline: str, root: DataRoot, limit: int = 60) -> list[D
             seen.add((d.folder, d.file))
             unique.append(d)
     return unique
-
-
-def _exists(cur, names: list[str]):
-    cur.execute("SELECT name FROM unnest(%s::text[]) AS name WHERE to_regclass(name) IS NOT NULL", (names,))
-    return cur.fetchall()
 
 
 def valid_id(dataset_id: str) -> bool:

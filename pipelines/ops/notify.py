@@ -43,15 +43,20 @@ def task_failure_notifier() -> PipelineAlertNotifier:
     return PipelineAlertNotifier()
 
 
-def _overrun(context: dict | None, expected_s: float | None) -> dict:
+def _overrun(context: dict | None, expected_s: float | None) -> str:
     from pipelines.ops.alerts import from_overrun, raise_alert
 
     raised = raise_alert(from_overrun(context, expected_s))
-    return {"alert_id": raised.alert_id, "new": raised.new, "notified_ok": raised.notified_ok}
+    return (f"alert {raised.alert_id}: {'recorded' if raised.new else 'raised before, not sent again'}; "
+            f"delivered: {raised.notified_ok}")
 
 
-async def on_dag_overrun(context: dict | None = None, expected_s: float | None = None) -> dict:
-    """The deadline callback (runs in the triggerer): a ``dag_overrun`` alert for the late run."""
+async def on_dag_overrun(context: dict | None = None, expected_s: float | None = None) -> str:
+    """The deadline callback (runs in the triggerer): a ``dag_overrun`` alert for the late run.
+
+    Returns a line of text: Airflow stores a callback's result in a text column, and in 3.3.2 anything else
+    (a dict) fails that update and stops the triggerer.
+    """
     return await asyncio.to_thread(_overrun, context, expected_s)
 
 

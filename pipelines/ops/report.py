@@ -191,7 +191,7 @@ def build_context(run: dict, root: DataRoot, reference: dict | None = None) -> d
             "promote": item.promote_command(run["model_name"], str(run["run_id"])) if run.get("model_name") else None}
 
 
-def _reference(cur, run: dict, item: catalog.PipelineInfo) -> dict | None:
+def reference_run(cur, run: dict, item: catalog.PipelineInfo) -> dict | None:
     """The promoted run of the same model (what a new version is judged against), with its primary metric."""
     if not run.get("model_name") or not item.metric:
         return None
@@ -229,7 +229,7 @@ def load_run(run_id: str, dsn: str | None = None) -> tuple[dict, dict | None]:
             raise LookupError(f"no run {run_id} in the registry")
         item = catalog.info(run["pipeline"])
         run["siblings"] = siblings(cur, run, item)
-        return run, _reference(cur, run, item)
+        return run, reference_run(cur, run, item)
 
 
 def render_run_report(run_id: str, dsn: str | None = None, root: DataRoot | None = None,

@@ -226,6 +226,8 @@ def test_a_run_past_its_expected_time_alerts_through_the_deadline(cluster, hook)
     assert len(rows) == 1 and rows[0]["run_id"] == run_id and rows[0]["details"]["expected_s"] == 5
     assert rows[0]["notified_ok"] is True
     assert [c["body"]["alert"]["run_id"] for c in hook.calls if c["body"]["alert"]["kind"] == "dag_overrun"] == [run_id]
+    time.sleep(5)
+    assert cluster.processes["triggerer"].poll() is None  # the callback's result was stored; the triggerer lives on
     runs = cluster.wait_runs("ops_slow", 1, timeout=300)
     assert runs[0]["state"] == "success"  # an overrun warns; dagrun_timeout is what stops a run
     assert len(db.query("SELECT * FROM alerts WHERE kind = 'dag_overrun'")) == 1

@@ -247,7 +247,7 @@ def quality_view(cur, item: catalog.PipelineInfo, limit: int = 200) -> dict[str,
                                            title=f"{item.title}: rows per partition (latest attempt)"),
             "share_chart": svg.share_line(keys, shares, warn=threshold * ratio if threshold else None,
                                           limit=threshold, title="Bad share per partition"),
-            "tasks": task_of_runs([{**r, "run_id": r["run_id"]} for r in ingests])}
+            "tasks": task_of_runs(ingests)}
 
 
 # ----------------------------------------------------------------------------------------------- parameters
@@ -534,7 +534,7 @@ def create_app() -> FastAPI:
         rel = report.report_rel(run, root)
         if not fresh and root.exists(rel):
             return HTMLResponse(root.read_bytes(rel).decode("utf-8"), headers={"X-Report": "stored"})
-        reference = report._reference(cur, run, catalog.info(run["pipeline"]))
+        reference = report.reference_run(cur, run, catalog.info(run["pipeline"]))
         html = report.render_run_report(str(run["run_id"]), root=root, run=run, reference=reference)
         return HTMLResponse(html, headers={"X-Report": "rendered"})
 
