@@ -34,7 +34,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import CronDataIntervalTimetable, Param, PokeReturnValue, dag, task
 
-from pipelines.dagkit import SENSOR, day_param, default_args, share_param
+from pipelines.dagkit import SENSOR, day_param, default_args, overrun_alert, share_param
 
 
 @dag(
@@ -44,6 +44,7 @@ from pipelines.dagkit import SENSOR, day_param, default_args, share_param
     catchup=False,
     max_active_runs=1,
     dagrun_timeout=pendulum.duration(hours=6),
+    deadline=overrun_alert(pendulum.duration(hours=3)),
     default_args=default_args("recommendations", retries=2, retry_minutes=5, timeout_minutes=90),
     tags=["recommendations", "dynamodb"],
     doc_md=__doc__,

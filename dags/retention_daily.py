@@ -24,7 +24,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import CronDataIntervalTimetable, PokeReturnValue, dag, task
 
-from pipelines.dagkit import SENSOR, day_param, default_args, share_param
+from pipelines.dagkit import SENSOR, day_param, default_args, overrun_alert, share_param
 
 
 @dag(
@@ -34,6 +34,7 @@ from pipelines.dagkit import SENSOR, day_param, default_args, share_param
     catchup=False,
     max_active_runs=4,
     dagrun_timeout=pendulum.duration(hours=8),
+    deadline=overrun_alert(pendulum.duration(hours=2)),
     default_args=default_args("analytics-platform", retries=3, retry_minutes=15, timeout_minutes=60),
     tags=["retention", "analytics"],
     doc_md=__doc__,

@@ -26,7 +26,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import CronDataIntervalTimetable, Param, PokeReturnValue, dag, task
 
-from pipelines.dagkit import SENSOR, day_param, default_args, share_param
+from pipelines.dagkit import SENSOR, day_param, default_args, overrun_alert, share_param
 
 
 @dag(
@@ -36,6 +36,7 @@ from pipelines.dagkit import SENSOR, day_param, default_args, share_param
     catchup=False,
     max_active_runs=1,
     dagrun_timeout=pendulum.duration(hours=6),
+    deadline=overrun_alert(pendulum.duration(hours=2)),
     default_args=default_args("sociodemo", retries=2, retry_minutes=10, timeout_minutes=90),
     tags=["sociodemo", "scoring"],
     doc_md=__doc__,

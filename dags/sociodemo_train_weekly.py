@@ -24,7 +24,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
-from pipelines.dagkit import day_param, default_args, share_param
+from pipelines.dagkit import day_param, default_args, overrun_alert, share_param
 
 MODELS = ["topclass", "catboost", "deepsets"]
 
@@ -36,6 +36,7 @@ MODELS = ["topclass", "catboost", "deepsets"]
     catchup=False,
     max_active_runs=1,
     dagrun_timeout=pendulum.duration(hours=12),
+    deadline=overrun_alert(pendulum.duration(hours=6)),
     default_args=default_args("sociodemo", retries=1, retry_minutes=30, timeout_minutes=240),
     tags=["sociodemo", "training"],
     doc_md=__doc__,

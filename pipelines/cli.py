@@ -26,7 +26,7 @@ from pipelines.cli_common import (
 )
 
 #: Pipeline packages with a ``cli.py``, in the order ``--help`` lists them.
-PIPELINES = ("retention", "recs", "sociodemo", "keystrokes", "tagging", "engagement")
+PIPELINES = ("retention", "recs", "sociodemo", "keystrokes", "tagging", "engagement", "ops")
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:

@@ -25,7 +25,7 @@ from typing import Any
 from pipelines.settings import get_settings
 
 #: The pipelines' demo parts, in the order they run.
-PARTS = ("retention", "recs", "sociodemo", "keystrokes", "tagging", "engagement")
+PARTS = ("retention", "recs", "sociodemo", "keystrokes", "tagging", "engagement", "ops")
 
 
 def _airflow_env() -> None:

@@ -384,6 +384,9 @@ def evaluate(day: str | date, params: dict | None = None, eval_users: int = 5000
             (folder / "report.md").write_text(_report_markdown(version, day, result, table))
             run.artifact_uri = root.put_dir(folder, f"recs/reports/{version}")
         run.summary = {"eval_users": result.n_eval_users, "seconds": result.seconds, **extra}
+    from pipelines.ops.jobs import render_reports
+
+    render_reports([str(run.run_id)])  # the run's HTML report beside its evaluation (never fails the task)
     return {"version": version, "metrics": result.metrics, "neighbour_recall": result.neighbour_recall,
             "run_id": str(run.run_id), "report": run.artifact_uri}
 

@@ -283,11 +283,14 @@ def train(as_of: str | date, models: list[str] | tuple[str, ...] = DEFAULT_MODEL
             run.summary = {"version": version, "config_hash": config_hash, "fit": result["models"][name].get("fit", {}),
                            "features": features, "user_sets": sets, "n_train": result.get("n_train"),
                            "n_test": result.get("n_test"), "report": [root.join(rel_dir, r) for r in reports]}
+    from pipelines.ops.jobs import render_reports
     from pipelines.sociodemo.housekeeping import prune_models
 
+    run_ids = {name: str(run.run_id) for name, run in runs.items()}
+    reports = render_reports(run_ids)  # one HTML report per run, beside its artifacts (never fails training)
     pruned = prune_models(root)
-    return {"version": version, "as_of": as_of.isoformat(), "uri": uri, "table": table,
-            "runs": {name: str(run.run_id) for name, run in runs.items()}, "pruned_models": pruned["removed"]}
+    return {"version": version, "as_of": as_of.isoformat(), "uri": uri, "table": table, "runs": run_ids,
+            "reports": reports["written"], "pruned_models": pruned["removed"]}
 
 
 def _local(uri: str) -> str:
