@@ -123,15 +123,16 @@ def step_fit(job: dict) -> dict:
     train, test = samples.subset(~held), samples.subset(held)
     classes = sorted(set(samples.labels.tolist()))
     model = MODEL_TYPES[job["model"]](seed=42, **BENCH_BUDGETS[job["model"]])
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     info = model.fit(train, classes)
-    fit_s = time.perf_counter() - t
-    t = time.perf_counter()
+    fit_s, fit_cpu_s = time.perf_counter() - t, time.process_time() - cpu
+    t, cpu = time.perf_counter(), time.process_time()
     proba = model.predict_proba(test)
-    predict_s = time.perf_counter() - t
+    predict_s, predict_cpu_s = time.perf_counter() - t, time.process_time() - cpu
     y = model.encode(test.labels)
     out = {"model": job["model"], "users": len(classes), "n_train": len(train), "n_test": len(test),
-           "features_s": features_s, "fit_s": fit_s, "predict_s": predict_s,
+           "features_s": features_s, "fit_s": fit_s, "predict_s": predict_s, "fit_cpu_s": fit_cpu_s,
+           "predict_cpu_s": predict_cpu_s,
            "train_samples_per_s": len(train) / fit_s, "predict_samples_per_s": len(test) / predict_s,
            "accuracy": float((proba.argmax(1) == y).mean()), "top3_accuracy": float(topk_hits(y, proba, 3).mean()),
            "fit": {k: v for k, v in info.items() if isinstance(v, int | float | bool | str)}}
@@ -529,7 +530,9 @@ def main() -> int:
     if args._step:
         t = time.perf_counter()
         result = STEPS[args._step](json.loads(args._job.read_text()))
-        result.update({"seconds": time.perf_counter() - t, "peak_rss_mib": rss_mib()})
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        result.update({"seconds": time.perf_counter() - t, "peak_rss_mib": rss_mib(),
+                       "cpu_s": usage.ru_utime + usage.ru_stime})
         args._result.write_text(json.dumps(result, default=float))
         return 0
     say(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "

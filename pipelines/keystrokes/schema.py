@@ -11,9 +11,11 @@ Input, exactly as the UnifyID challenge serves it:
 
 An attempt is valid when its events replay (backspaces edit the text) to exactly :data:`PHRASE` with times
 that never go backwards and no absurd gap. Every other attempt is quarantined with the first reason of
-:data:`REASONS` that applies. Users with fewer than ``min_samples`` valid attempts are dropped *on purpose*
-(as the published solutions did), their attempts quarantined as ``too_few_samples`` (benign: the data is fine,
-there is just not enough of it to learn that user). In the test document an invalid attempt keeps its place:
+:data:`REASONS` that applies; broken attempts (malformed events, bad or backwards times, control characters)
+count towards the rejection threshold, a typo left in (``wrong_phrase``) does not (:data:`BENIGN_REASONS`).
+Users with fewer than ``min_samples`` valid attempts are dropped *on purpose* (as the published solutions did),
+their attempts quarantined as ``too_few_samples`` (benign: the data is fine, there is just not enough of it to
+learn that user). In the test document an invalid attempt keeps its place:
 its prediction is ``"Invalid Input"`` (as the published solutions answered), with the reason beside it.
 """
 
@@ -43,8 +45,11 @@ MAX_EVENTS = 400
 ATTEMPT_REASONS = ("not_a_list", "empty_attempt", "too_many_events", "malformed_event", "control_characters",
                    "bad_timestamp", "time_backwards", "absurd_gap", "wrong_phrase", "duplicate_attempt",
                    "too_few_samples")
-#: Not bad data: a repeated attempt (a page served twice under another name) and a user with too few samples.
-BENIGN_REASONS = frozenset({"duplicate_attempt", "too_few_samples"})
+#: Quarantined and counted, but not broken data, so not towards the rejection threshold: an attempt that replays
+#: to another text (people make typos and leave them: about 3% of attempts; the published solutions answered
+#: "Invalid Input" for them), a repeated attempt, and a user with too few attempts to learn. A dataset with no
+#: valid attempt at all is still rejected.
+BENIGN_REASONS = frozenset({"wrong_phrase", "duplicate_attempt", "too_few_samples"})
 REASONS = ATTEMPT_REASONS
 
 #: Default policy knobs (the DAGs' Params and the CLI override them).

@@ -139,3 +139,17 @@ def test_bad_params_fail_clearly(dagbag, pg_dsn, data_root):
     assert _states(run)["predict"] == {"failed"}  # nothing promoted: says how to promote, no retry
     run = dagbag.dags["keystrokes_predict"].test(run_conf={"test_url": "x.json", "wat": 1})
     assert _states(run)["begin"] == {"failed"}  # an unknown conf key: refused by begin
+
+
+def test_demo_part(airflow_db, pg_dsn, data_root, tmp_path, capsys):
+    """`make demo`'s keystroke part on its small data: both DAGs through Airflow, the table and the files."""
+    from pipelines.demo import DemoContext
+    from pipelines.keystrokes import demo
+
+    demo.run(DemoContext(log_path=tmp_path / "demo.log", sizes={"keystrokes_users": 20}))
+    out = capsys.readouterr().out
+    assert "Held-out comparison" in out and "oracle" in out and "Invalid Input" in out
+    assert db.query("SELECT count(*) AS n FROM model_promotions WHERE pipeline = 'keystrokes' "
+                    "AND promoted_by = 'demo'")[0]["n"] == 1
+    run = db.query("SELECT * FROM keystrokes_prediction_runs")[0]
+    assert run["predicted"] > 0 and _local(run["final_pred_uri"]).is_file() and _local(run["csv_uri"]).is_file()

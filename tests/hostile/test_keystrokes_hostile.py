@@ -68,6 +68,26 @@ def quarantine() -> dict[str, int]:
     return {r["reason"]: r["n"] for r in rows}
 
 
+@pytest.fixture(autouse=True)
+def _fresh_log_handlers():
+    """The CLI's logging.basicConfig binds the root logger to the stderr of the test that first ran it; reset it
+    so each test's command logs to its own captured stderr (a rejection also logs an ops ALERT warning)."""
+    import logging
+
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers.clear()
+    yield
+    root.handlers[:] = saved
+
+
+def error_line(err: str) -> str:
+    """The command's one error line (warnings, e.g. an ops ALERT of a rejection, may come before it)."""
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, err
+    return lines[0] + "\n"
+
+
 def runs(kind: str | None = None) -> int:
     """Registry runs of the pipeline (0 when nothing ever touched the schema)."""
     if db.query("SELECT to_regclass('runs') IS NULL AS missing")[0]["missing"]:
@@ -140,6 +160,18 @@ def test_time_and_phrase_rules(pg_dsn, data_root, cli):
     assert detail == "replays to 'Be Authentic. Be Yourself. Be Typing?'"
 
 
+@case("keystrokes", "typos left in: 4 of 18 attempts replay to another text (e.g. `be authentic...` in lower case)",
+      "accepted at the default threshold: `wrong_phrase` is quarantined and counted but benign (people make "
+      "typos); bad share 0")
+def test_typos_left_in_do_not_reject(pg_dsn, data_root, cli):
+    pages = good_pages()
+    for u, k in ((0, 0), (0, 1), (1, 2), (2, 3)):
+        pages[u]["user_data"][k] = attempt(u, k, list(PHRASE.lower()))
+    assert ingest_train(cli, write_pages(data_root, pages))[0] == 0
+    part = partitions()[0]
+    assert quarantine() == {"wrong_phrase": 4} and part["bad_share"] == 0 and part["rows_valid"] == 14
+
+
 @case("keystrokes", "typed_at with a UTC offset (`+01:00`) beside naive times, and backspaces past the start",
       "accepted: offsets converted to UTC, a backspace on an empty text counted and harmless")
 def test_offsets_and_backspace_on_empty(pg_dsn, data_root, cli):
@@ -193,8 +225,8 @@ def test_too_many_bad_attempts(pg_dsn, data_root, cli):
     code, out, err = ingest_train(cli, url)
     partition = schema.partition_key("train", url)
     assert code == 3 and out == ""
-    assert err == (f"error: keystrokes {partition}: 5 of 10 rows are bad (50.00% > threshold 5.00%); reasons "
-                   "{'malformed_event': 5}. The rows are in the quarantine table.\n")
+    assert error_line(err) == (f"error: keystrokes {partition}: 5 of 10 rows are bad (50.00% > threshold 5.00%); "
+                               "reasons {'malformed_event': 5}. The rows are in the quarantine table.\n")
     assert quarantine() == {"malformed_event": 5}
     assert partitions()[0]["status"] == "rejected" and ingest.accepted("keystrokes", partition) is None
 
@@ -225,8 +257,8 @@ def test_nul_in_user_label(pg_dsn, data_root, cli):
     pages[1]["_name"] = "user_abcd.json"
     code, _, err = ingest_train(cli, write_pages(data_root, pages))
     assert code == 3
-    assert err == "error: page in/user_abcd.json: 'user_label' 'ab\\x00cd' is not a user id (letters, digits, " \
-                  "'_', '.', ':', '-'; at most 128)\n"
+    assert error_line(err) == ("error: page in/user_abcd.json: 'user_label' 'ab\\x00cd' is not a user id (letters, "
+                               "digits, '_', '.', ':', '-'; at most 128)\n")
     nothing_written(data_root)
 
 
@@ -251,9 +283,9 @@ def test_broken_page(pg_dsn, data_root, cli, raw, expected):
     url = write_pages(data_root, pages)
     code, out, err = ingest_train(cli, url)
     assert code == 3 and out == ""
-    assert err.startswith(f"error: page in/user_broken.json {expected}") or \
-        err.startswith(f"error: page in/user_broken.json: {expected}"), err
-    assert len(err.strip().splitlines()) == 1
+    line = error_line(err)
+    assert line.startswith((f"error: page in/user_broken.json {expected}",
+                            f"error: page in/user_broken.json: {expected}")), err
     nothing_written(data_root)
 
 
@@ -265,8 +297,8 @@ def test_loop(pg_dsn, data_root, cli):
     pages[1]["next"] = "user_b.json"
     code, _, err = ingest_train(cli, write_pages(data_root, pages))
     assert code == 3
-    assert err == ("error: page in/user_b.json was seen twice (a loop: page 1, in/user_b.json, links back to page "
-                   "1)\n")
+    assert error_line(err) == ("error: page in/user_b.json was seen twice (a loop: page 1, in/user_b.json, links back "
+                               "to page 1)\n")
     nothing_written(data_root)
 
 
@@ -286,7 +318,7 @@ def test_next_cannot_leave_the_folder(pg_dsn, data_root, cli, bad_next):
       "file`; the registry run failed, nothing else written")
 def test_missing_first_page(pg_dsn, data_root, cli):
     code, _, err = ingest_train(cli, "in/user_nobody.json")
-    assert code == 4 and err == f"error: page {data_root}/in/user_nobody.json: no such file\n"
+    assert code == 4 and error_line(err) == f"error: page {data_root}/in/user_nobody.json: no such file\n"
     nothing_written(data_root, status="failed")
 
 
@@ -297,7 +329,7 @@ def test_unsupported_urls(pg_dsn, data_root, cli):
                          ("/etc/passwd", "a data-root path is relative"),
                          ("in/../../secret.json", "a data-root path is relative")):
         code, _, err = ingest_train(cli, url)
-        assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+        assert code == 2 and message in error_line(err)
     assert runs() == 0
 
 
@@ -310,7 +342,7 @@ def test_server_keeps_failing(pg_dsn, data_root, cli):
     with serving(data_root / "keystrokes" / "generated" / made["name"], Faults(fail_every=99)) as server:
         code, _, err = ingest_train(cli, server.train_url, "--retries", "1")
     assert code == 1
-    assert err.splitlines()[0] == (f"error: PageFetchError: page {server.train_url}: still failing after 2 "
+    assert error_line(err).rstrip("\n") == (f"error: PageFetchError: page {server.train_url}: still failing after 2 "
                                    "attempts (too many 500 error responses)")
     nothing_written(data_root, status="failed")
 
@@ -330,7 +362,7 @@ def test_empty_test_document(pg_dsn, data_root, cli):
 def test_test_document_without_attempts(pg_dsn, data_root, cli):
     (data_root / "t.json").write_text(json.dumps(good_pages(1)[0] | {"next": None}))
     code, _, err = cli("keystrokes", "ingest", "--kind", "test", "--url", "t.json")
-    assert code == 3 and err.startswith("error: page t.json lacks 'attempts'")
+    assert code == 3 and error_line(err).startswith("error: page t.json lacks 'attempts'")
     nothing_written(data_root)
 
 
@@ -340,9 +372,9 @@ def test_predict_without_promotion(pg_dsn, data_root, cli):
     (data_root / "t.json").write_text(json.dumps({"attempts": [attempt(0, 0), attempt(1, 1)]}))
     code, _, err = cli("keystrokes", "predict", "--url", "t.json", "--model-name", "typing")
     assert code == 2
-    assert err == ("error: no promoted version of typing: name a version, or promote one (the training DAG's "
-                   "`promote` Param, or `python -m pipelines keystrokes promote --model-name typing --type <model "
-                   "type>`)\n")
+    assert error_line(err) == ("error: no promoted version of typing: name a version, or promote one (the training "
+                               "DAG's `promote` Param, or `python -m pipelines keystrokes promote --model-name typing "
+                               "--type <model type>`)\n")
     assert db.query("SELECT count(*) AS n FROM keystrokes_predictions")[0]["n"] == 0
 
 
@@ -392,5 +424,5 @@ def test_bad_arguments(pg_dsn, data_root, cli):
     assert cli("keystrokes", "train", "--url", url, "--models", "lstm")[0] == 2
     assert cli("keystrokes", "analyse", "--url", url, "--rows", "1001")[0] == 2
     code, _, err = cli("keystrokes", "train", "--url", url, "--model-name", "My Model", "--min-samples", "2")
-    assert code == 2 and err.startswith("error: model name 'My Model' must be 1-63 characters")
+    assert code == 2 and error_line(err).startswith("error: model name 'My Model' must be 1-63 characters")
     assert runs("train") == 0
