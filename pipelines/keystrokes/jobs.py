@@ -316,8 +316,12 @@ def train(url: str, models=schema.MODEL_TYPES, model_name: str = "keystrokes", h
             run.summary = {"version": versions[m], "training_id": training_id, "fit": fitted["fit"],
                            "report": report_uri, "n_train": result["n_train"], "n_test": result["n_test"],
                            "users": result["users"], "oracle": truth[0] if truth else None}
+    from pipelines.ops.jobs import render_reports
+
+    run_ids = {m: str(r.run_id) for m, r in runs.items()}
+    html = render_reports(run_ids)  # each run's HTML report beside its artifacts (never fails the training)
     return {"model_name": model_name, "training_id": training_id, "day": day.isoformat(), "partition": partition,
-            "versions": versions, "runs": {m: str(r.run_id) for m, r in runs.items()}, "best": result["best"],
+            "versions": versions, "runs": run_ids, "html_reports": html["written"], "best": result["best"],
             "report": report_uri, "models": uris, "table": table, "n_train": result["n_train"],
             "n_test": result["n_test"], "users": result["users"], "oracle": truth is not None}
 
@@ -434,6 +438,9 @@ def compare(url: str, model_name: str | None = None, holdout_share: float = 0.2,
         run.artifact_uri = uri
         run.summary = {"versions": len(table), "skipped": skipped, "report": uri}
     records = json.loads(table.to_json(orient="records", date_format="iso")) if len(table) else []
+    from pipelines.ops.jobs import render_reports
+
+    render_reports([str(run.run_id)])  # the evaluation run's HTML report (never fails the comparison)
     return {"partition": partition, "holdout": len(test), "versions": records, "skipped": skipped, "report": uri,
             "run_id": str(run.run_id)}
 
