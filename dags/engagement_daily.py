@@ -27,7 +27,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import CronDataIntervalTimetable, Param, PokeReturnValue, dag, task
 
-from pipelines.dagkit import SENSOR, day_param, default_args, share_param
+from pipelines.dagkit import SENSOR, day_param, default_args, overrun_alert, share_param
 
 MODELS = ["mean", "author_mean", "linear", "catboost", "minilm", "neural"]
 
@@ -39,6 +39,7 @@ MODELS = ["mean", "author_mean", "linear", "catboost", "minilm", "neural"]
     catchup=False,
     max_active_runs=4,
     dagrun_timeout=pendulum.duration(hours=8),
+    deadline=overrun_alert(pendulum.duration(hours=3)),
     default_args=default_args("engagement", retries=2, retry_minutes=10, timeout_minutes=120),
     tags=["engagement", "scoring"],
     doc_md=__doc__,

@@ -29,7 +29,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
-from pipelines.dagkit import day_param, default_args, share_param
+from pipelines.dagkit import day_param, default_args, overrun_alert, share_param
 
 MODELS = ["linear", "catboost", "minilm", "neural"]
 PROMOTABLE = ["mean", "author_mean", *MODELS]
@@ -42,6 +42,7 @@ PROMOTABLE = ["mean", "author_mean", *MODELS]
     catchup=False,
     max_active_runs=1,
     dagrun_timeout=pendulum.duration(hours=24),
+    deadline=overrun_alert(pendulum.duration(hours=12)),
     default_args=default_args("engagement", retries=1, retry_minutes=30, timeout_minutes=600),
     tags=["engagement", "training"],
     doc_md=__doc__,

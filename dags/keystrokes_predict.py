@@ -26,7 +26,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Param, dag, task
 
-from pipelines.dagkit import day_param, default_args, share_param
+from pipelines.dagkit import day_param, default_args, overrun_alert, share_param
 
 
 @dag(
@@ -36,6 +36,7 @@ from pipelines.dagkit import day_param, default_args, share_param
     catchup=False,
     max_active_runs=2,
     dagrun_timeout=pendulum.duration(hours=4),
+    deadline=overrun_alert(pendulum.duration(hours=2)),
     default_args=default_args("keystrokes", retries=2, retry_minutes=5, timeout_minutes=90),
     tags=["keystrokes", "scoring"],
     doc_md=__doc__,

@@ -35,7 +35,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Param, dag, task
 
-from pipelines.dagkit import day_param, default_args, share_param
+from pipelines.dagkit import day_param, default_args, overrun_alert, share_param
 
 MODELS = ["logreg", "linear_svm", "adaboost", "random_forest", "catboost", "gru", "embedding"]
 
@@ -47,6 +47,7 @@ MODELS = ["logreg", "linear_svm", "adaboost", "random_forest", "catboost", "gru"
     catchup=False,
     max_active_runs=1,
     dagrun_timeout=pendulum.duration(hours=12),
+    deadline=overrun_alert(pendulum.duration(hours=6)),
     default_args=default_args("keystrokes", retries=1, retry_minutes=5, timeout_minutes=240),
     tags=["keystrokes", "training"],
     doc_md=__doc__,

@@ -27,7 +27,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import CronDataIntervalTimetable, Param, PokeReturnValue, dag, task
 
-from pipelines.dagkit import SENSOR, day_param, default_args, share_param
+from pipelines.dagkit import SENSOR, day_param, default_args, overrun_alert, share_param
 
 FAMILIES = ["seed_rf", "tfidf_lr", "tfidf_svm", "catboost"]
 VIEWS = ["words", "chars", "both", "char1"]
@@ -41,6 +41,7 @@ MODEL_NAMES = ["majority"] + [f"{f}_{v}" for f in FAMILIES for v in VIEWS]
     catchup=False,
     max_active_runs=4,
     dagrun_timeout=pendulum.duration(hours=6),
+    deadline=overrun_alert(pendulum.duration(hours=2)),
     default_args=default_args("tagging", retries=2, retry_minutes=10, timeout_minutes=90),
     tags=["tagging", "scoring"],
     doc_md=__doc__,
@@ -53,11 +54,11 @@ MODEL_NAMES = ["majority"] + [f"{f}_{v}" for f in FAMILIES for v in VIEWS]
 )
 def tagging_daily():
     @task
-    def begin(params=None, dag_run=None, data_interval_end=None) -> str:
+    def begin(params=None, dag_run=None, data_interval_end=None, dag=None) -> str:
         """Check the run's conf and say which day it processes."""
         from pipelines.orchestration import begin
 
-        return begin(params, dag_run, data_interval_end, interval_hour=2)
+        return begin(params, dag_run, data_interval_end, interval_hour=2, dag=dag)
 
     @task.sensor(**SENSOR)
     def wait_for_drop(day: str) -> PokeReturnValue:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import CronDataIntervalTimetable, Param, PokeReturnValue, dag, task
 
-from pipelines.dagkit import SENSOR, day_param, default_args, share_param
+from pipelines.dagkit import SENSOR, day_param, default_args, overrun_alert, share_param
 
 # Kept equal to pipelines.tagging.schema / models.families by tests/unit/test_tagging_dags.py (DAG files import
 # nothing heavy at parse time, so the lists are written out here).
@@ -52,6 +52,7 @@ DEFAULT_GRID = {
     catchup=False,
     max_active_runs=1,
     dagrun_timeout=pendulum.duration(hours=12),
+    deadline=overrun_alert(pendulum.duration(hours=6)),
     default_args=default_args("tagging", retries=1, retry_minutes=30, timeout_minutes=240),
     tags=["tagging", "training"],
     doc_md=__doc__,

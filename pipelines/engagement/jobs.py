@@ -369,10 +369,14 @@ def train(as_of: str | date | None = None, models: list[str] | tuple[str, ...] =
             run.summary = {"version": version, "split": result["split"], "rows": result["rows"],
                            "fit": {k: v for k, v in fit.items() if k not in ("curve", "iterations_curve")},
                            "report": root.join(rel_dir, "report", "report.md")}
+    from pipelines.ops.jobs import render_reports
+
+    run_ids = {name: str(run.run_id) for name, run in runs.items()}
+    reports = render_reports(run_ids)  # one HTML report per run, beside its artifacts (never fails training)
     pruned = prune_models(root)["removed"]
     return {"version": version, "as_of": as_of.isoformat(), "uri": uri, "table": table, "split": result["split"],
-            "rows": result["rows"], "runs": {name: str(run.run_id) for name, run in runs.items()},
-            "report": root.join(rel_dir, "report", "report.md"), "pruned_versions": pruned}
+            "rows": result["rows"], "runs": run_ids, "report": root.join(rel_dir, "report", "report.md"),
+            "reports": reports["written"], "pruned_versions": pruned}
 
 
 # -- promotion ------------------------------------------------------------------------------------------------

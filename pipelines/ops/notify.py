@@ -72,6 +72,7 @@ def overrun_deadline(expected: timedelta):
 
     if expected <= timedelta(0):
         raise ValueError(f"the expected duration must be positive, got {expected}")
+    expected = timedelta(seconds=expected.total_seconds())  # a plain timedelta: Airflow's serde refuses pendulum's
     return DeadlineAlert(reference=DeadlineReference.DAGRUN_QUEUED_AT, interval=expected,
                          callback=AsyncCallback(OVERRUN_CALLBACK, kwargs={"expected_s": expected.total_seconds()}),
                          name=f"overrun after {expected}")

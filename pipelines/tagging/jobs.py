@@ -339,9 +339,13 @@ def train(as_of: str | date, config=None, progress: bool = False) -> dict:
             run.summary = {"version": version, "report": report_uris, "best": result["best"],
                            "n_train": result["n_train"], "n_holdout": result["n_holdout"], "tags": tags,
                            "search": result["searches"].get(name)}
+    from pipelines.ops.jobs import render_reports
+
     log.info("tagging %s trained %d models; best %s", version, len(names), result["best"])
+    run_ids = {n: str(r.run_id) for n, r in runs.items()}
+    reports = render_reports(run_ids)  # one HTML report per run, beside its artifacts (never fails training)
     return {"version": version, "as_of": as_of.isoformat(), "uri": uri, "best": result["best"],
-            "report": report_uris[0], "runs": {n: str(r.run_id) for n, r in runs.items()},
+            "report": report_uris[0], "runs": run_ids, "reports": reports["written"],
             "table": {n: {k: table[n][k] for k in ("accuracy", "top1_accuracy", "macro_f1", "cv_accuracy_mean",
                                                      "cv_macro_f1_mean", "cv_misclassified")} for n in table},
             "oracle": result["oracle"], "comparisons": result["comparisons"]}

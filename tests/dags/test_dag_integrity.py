@@ -84,6 +84,17 @@ def test_every_dag_has_the_header(dagbag):
             assert task.execution_timeout is not None, f"{dag_id}.{task.task_id} has no execution_timeout"
 
 
+def test_every_dag_serializes_and_has_an_overrun_deadline(dagbag):
+    """What the DAG processor stores: a DAG that does not serialize never reaches the scheduler (a pendulum
+    duration inside a deadline alert did that once)."""
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    for dag_id, dag in dagbag.dags.items():
+        assert dag.deadline, f"{dag_id} has no overrun deadline (pipelines.dagkit.overrun_alert)"
+        serialized = DagSerialization.to_dict(dag)
+        assert serialized["dag"]["dag_id"] == dag_id
+
+
 def test_every_dag_begins_by_checking_its_conf_and_naming_its_day(dagbag):
     for dag_id, dag in dagbag.dags.items():
         roots = [t.task_id for t in dag.tasks if not t.upstream_task_ids]
