@@ -2,8 +2,9 @@
 
 A CSV parser that meets an opening quote which is never closed reads the rest of the file as one field, or
 flips every later quoted title inside out; a streamed converter would turn gigabytes into garbage or hold them
-in memory. This splitter finds the records of a chunk with vectorised quote-parity arithmetic (a newline ends a
-record when an even number of quotes precedes it since the record began) and bounds every record:
+in memory. This splitter finds the records of a chunk by quote parity (a newline ends a record when an even
+number of quotes precedes it since the record began), in one compiled pass over the bytes
+(:mod:`~pipelines.engagement.split_kernel`), and bounds every record:
 
 * a record longer than ``max_record_bytes`` or spanning more than ``max_record_lines`` lines is not a post:
   its **first line** is quarantined (``broken_quoting`` when that line opens a quote it never closes,
@@ -24,15 +25,14 @@ from __future__ import annotations
 
 import csv
 import io
-import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipelines.engagement import split_kernel as kernel
+
 #: Quarantined record text is cut to this many characters (the detail says how long it was).
 TEXT_LIMIT = 2000
-_WINDOW = 1 << 16
-_NL, _QUOTE, _CR = 10, 34, 13
 
 
 @dataclass
@@ -67,11 +67,14 @@ class RecordSplitter:
                  delimiter: str = ",") -> None:
         if max_record_bytes < 16 or max_record_lines < 1:
             raise ValueError("max_record_bytes must be at least 16 and max_record_lines at least 1")
+        if len(delimiter) != 1 or not delimiter.isascii():
+            raise ValueError("the delimiter must be one ASCII character")
         self.n_fields = n_fields
         self.max_bytes = max_record_bytes
         self.max_lines = max_record_lines
         self.delimiter = delimiter
-        self._ordinary_stop = np.array([ord(delimiter), _NL, _CR, _QUOTE], dtype=np.uint8)
+        self._delim = ord(delimiter)
+        self._out = np.empty((1024, 3), dtype=np.int64)  # the scan's pieces (good runs, suspects) between stops
         self._overlong: BadRecord | None = None  # a line too long to hold, being skipped up to its newline
         self._overlong_bytes = 0
 
@@ -114,76 +117,58 @@ class RecordSplitter:
         if s >= n:
             return Split(b"", bad)
         a = np.frombuffer(data, dtype=np.uint8)
-        nl = np.flatnonzero(a == _NL)
-        q = np.flatnonzero(a == _QUOTE)
-        below = int(np.count_nonzero(a < 32))  # usually just the newlines: then no CR/TAB counting needed
-        control = (below != len(nl) and below != len(nl) + data.count(b"\r") + data.count(b"\t")) \
-            or b"\x7f" in data
-        parity = (np.searchsorted(q, nl) & 1).astype(np.int8)  # quotes before each newline, mod 2
-        by_parity = (np.flatnonzero(parity == 0), np.flatnonzero(parity == 1))
-        starts_parts: list[np.ndarray] = []
-        ends_parts: list[np.ndarray] = []
+        control = s > 0 and bool(kernel.has_control(a, 0, s))  # the skipped part; the scan sees the rest
+        pieces: list[tuple[int, int, int]] = []
         carry = b""
-        # record start, index of the first newline at/after it, quote parity before it
-        i0, b = int(np.searchsorted(nl, s)), int(np.searchsorted(q, s)) & 1
         while s < n:
-            bounds = by_parity[b][np.searchsorted(by_parity[b], i0):][:_WINDOW]
-            if len(bounds):
-                prev = np.empty_like(bounds)
-                prev[0], prev[1:] = i0 - 1, bounds[:-1]
-                starts = np.where(prev >= i0, nl[np.maximum(prev, 0)] + 1, s)
-                ends = nl[bounds] + 1
-                lines = bounds - prev
-                refused = ((ends - starts) > self.max_bytes) | (lines > self.max_lines)
-                limit = int(np.argmax(refused)) if refused.any() else len(bounds)
-                for k in np.flatnonzero(lines[:limit] > 1).tolist():  # a title with a newline, or quotes astray
-                    if not self._valid_record(data[int(starts[k]): int(ends[k])]):
-                        limit = k
-                        break
-                if limit < len(bounds):  # refuse the record's first line; resume on the next line, re-based
-                    j = limit
-                    starts_parts.append(starts[:j])
-                    ends_parts.append(ends[:j])
-                    first_nl = int(prev[j]) + 1  # the newline ending the refused record's first line
-                    line_start, line_end = int(starts[j]), int(nl[first_nl]) + 1
-                    bad.append(self._first_line(data, line_start, line_end, offset, multi=lines[j] > 1
-                                                and not refused[j]))
-                    s, i0, b = line_end, first_nl + 1, int(parity[first_nl])
-                    continue
-                starts_parts.append(starts)
-                ends_parts.append(ends)
-                s, i0 = int(ends[-1]), int(bounds[-1]) + 1
-                if len(bounds) == _WINDOW:
-                    continue
-            # No record ends after s: what is left is an incomplete record, a final one, or a broken one.
-            tail_len, tail_lines = n - s, len(nl) - i0
-            if tail_len == 0:
-                break
-            within = tail_len <= self.max_bytes and tail_lines <= self.max_lines
-            if not final and within:
-                carry = data[s:]
-                break
-            tail_quotes = len(q) - int(np.searchsorted(q, s))
-            last = final and within and tail_quotes % 2 == 0  # the last record, without a newline
-            if last and (tail_lines == 0 or self._valid_record(data[s:])):
-                starts_parts.append(np.array([s]))
-                ends_parts.append(np.array([n]))
-                break
-            if tail_lines == 0:  # one line, no newline: too long, or a quote open at the end of the file
-                if tail_len > self.max_bytes and not final:  # skip the rest of the line in the next chunks
-                    self._overlong = BadRecord(offset + s, "overlong_record", "", _text(data[s: s + TEXT_LIMIT]))
-                    self._overlong_bytes = tail_len
+            status, pos, k, first_nl, lines, odd, suspect, seen, end = kernel.scan(
+                a, s, self.max_bytes, self.max_lines, self.n_fields, self._delim, self._out)
+            control = control or seen
+            pieces.extend(map(tuple, self._out[:k].tolist()))
+            kind = kernel.SUSPECT if suspect else kernel.RUN
+            if status == kernel.FULL:
+                s = pos
+            elif status == kernel.REFUSED:  # refuse the record's first line; resume on the next line
+                bad.append(self._first_line(data, pos, first_nl + 1, offset))
+                s = first_nl + 1
+            elif status == kernel.VERIFY:  # a multi-line record the scan could not vouch for
+                if self._valid_record(data[pos:end]):
+                    pieces.append((pos, end, kind))
+                    s = end
+                else:
+                    bad.append(self._first_line(data, pos, first_nl + 1, offset, multi=True))
+                    s = first_nl + 1
+            else:
+                s, carry = self._tail(data, pos, first_nl, lines, odd, kind, final, offset, pieces, bad)
+                if s >= n:
                     break
-                bad.append(self._first_line(data, s, n, offset, at_eof=final))
-                break
-            line_end = int(nl[i0]) + 1
-            bad.append(self._first_line(data, s, line_end, offset, at_eof=final and within))
-            s, i0, b = line_end, i0 + 1, int(parity[i0])
-        starts = np.concatenate(starts_parts) if starts_parts else np.zeros(0, np.int64)
-        ends = np.concatenate(ends_parts) if ends_parts else np.zeros(0, np.int64)
-        body = self._body(data, a, q, starts, ends, bad, offset)
+        body = self._body(data, pieces, bad, offset)
         bad.sort(key=lambda record: record.offset)  # in file order, however the chunks fell
         return Split(body, bad, carry, control)
+
+    def _tail(self, data: bytes, s: int, first_nl: int, lines: int, odd: int, kind: int, final: bool, offset: int,
+              pieces: list[tuple[int, int, int]], bad: list[BadRecord]) -> tuple[int, bytes]:
+        """No record ends after ``s``: what is left is an incomplete record (carried), a final one, or a broken
+        one (its first line refused). Returns where to resume (``len(data)``: nowhere) and the carry."""
+        n = len(data)
+        tail_len = n - s
+        if tail_len == 0:
+            return n, b""
+        within = tail_len <= self.max_bytes and lines <= self.max_lines
+        if not final and within:
+            return n, data[s:]
+        if final and within and not odd and (lines == 0 or self._valid_record(data[s:])):
+            pieces.append((s, n, kind))  # the last record, without a newline
+            return n, b""
+        if lines == 0:  # one line, no newline: too long, or a quote open at the end of the file
+            if tail_len > self.max_bytes and not final:  # skip the rest of the line in the next chunks
+                self._overlong = BadRecord(offset + s, "overlong_record", "", _text(data[s: s + TEXT_LIMIT]))
+                self._overlong_bytes = tail_len
+            else:
+                bad.append(self._first_line(data, s, n, offset, at_eof=final))
+            return n, b""
+        bad.append(self._first_line(data, s, first_nl + 1, offset, at_eof=final and within))
+        return first_nl + 1, b""
 
     def _finish_overlong(self) -> BadRecord:
         record, self._overlong = self._overlong, None
@@ -207,45 +192,18 @@ class RecordSplitter:
             why = f"the record opens a quote that is not closed within {self.max_lines} lines / {self.max_bytes} bytes"
         return BadRecord(offset + start, "broken_quoting", f"byte {offset + start}: {why}", _text(raw))
 
-    def _body(self, data: bytes, a: np.ndarray, q: np.ndarray, starts: np.ndarray, ends: np.ndarray,
-              bad: list[BadRecord], offset: int) -> bytes | memoryview:
-        """The accepted records as one byte string, without those whose stray quotes make them invalid CSV."""
-        if not len(ends):
-            return b""
-        suspects: set[int] = set()
-        if len(q):
-            inner = q[(q > 0) & (q < len(a) - 1)]
-            stray = inner[~np.isin(a[inner - 1], self._ordinary_stop) & ~np.isin(a[inner + 1], self._ordinary_stop)]
-            if len(stray):
-                at = np.searchsorted(ends, stray, side="right")
-                inside = at < len(ends)
-                inside[inside] = starts[at[inside]] <= stray[inside]
-                suspects.update(np.unique(at[inside]).tolist())
-        refused: dict[int, list[tuple[int, int]]] = {}
-        for k in sorted(suspects):
-            raw = data[int(starts[k]): int(ends[k])]
-            if not self._strict_ok(raw):
-                bad.append(BadRecord(offset + int(starts[k]), "broken_quoting",
-                                     f"byte {offset + int(starts[k])}: a quote inside a field is neither doubled nor "
-                                     "at the field's edge", _text(raw)))
-                refused[k] = []
-        return _assemble(data, starts, ends, refused)
-
-
-def _assemble(data: bytes, starts: np.ndarray, ends: np.ndarray, replaced: dict[int, list[tuple[int, int]]]
+    def _body(self, data: bytes, pieces: list[tuple[int, int, int]], bad: list[BadRecord], offset: int
               ) -> bytes | memoryview:
-    """The records ``starts[k]:ends[k]`` joined in order, contiguous runs copied in one piece; a record in
-    ``replaced`` contributes its listed spans instead (none when refused)."""
-    breaks = set((np.flatnonzero(starts[1:] != ends[:-1]) + 1).tolist())
-    breaks.update(replaced)
-    breaks.update(k + 1 for k in replaced)
-    edges = sorted({0, len(ends)} | {k for k in breaks if 0 < k < len(ends)})
-    if edges == [0, len(ends)] and not replaced and starts[0] == 0:
-        return memoryview(data)[: int(ends[-1])]  # no copy: the common case
-    pieces: list[bytes] = []
-    for lo, hi in itertools.pairwise(edges):
-        if lo in replaced:
-            pieces.extend(data[s:e] for s, e in replaced[lo])
-        else:
-            pieces.append(data[int(starts[lo]): int(ends[hi - 1])])
-    return b"".join(pieces)
+        """The good records as one byte string, without those whose stray quotes make them invalid CSV."""
+        spans: list[tuple[int, int]] = []
+        for lo, hi, kind in pieces:
+            if kind == kernel.SUSPECT and not self._strict_ok(data[lo:hi]):
+                bad.append(BadRecord(offset + lo, "broken_quoting", f"byte {offset + lo}: a quote inside a field is "
+                                     "neither doubled nor at the field's edge", _text(data[lo:hi])))
+            elif spans and spans[-1][1] == lo:
+                spans[-1] = (spans[-1][0], hi)
+            else:
+                spans.append((lo, hi))
+        if len(spans) == 1 and spans[0][0] == 0:
+            return memoryview(data)[: spans[0][1]]  # no copy: the common case
+        return b"".join(data[lo:hi] for lo, hi in spans)
