@@ -27,6 +27,7 @@ import csv
 import gzip
 import itertools
 import logging
+import re
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("csv",)
 _BOM = b"\xef\xbb\xbf"
+_BLANK = re.compile(rb"[\xef\xbb\xbf \r\n\t]*")  # an empty file: a BOM and white space at most (matched, not copied)
 
 
 @dataclass(frozen=True)
@@ -112,48 +114,66 @@ def _read(stream, n: int) -> bytes:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
+def _read_into(stream, view: memoryview) -> int:
+    """Fill ``view`` from the stream; the bytes read (fewer only at the end of the stream)."""
+    got = 0
+    while got < len(view):
+        n = stream.readinto(view[got:])
+        if not n:
+            break
+        got += n
+    return got
+
+
 class _ReadAhead:
-    """Blocks of a stream read (and decompressed) on a background thread, at most ``depth`` ahead: file reads and
-    zlib/bz2/zstd release the GIL, so reading overlaps the splitting and parsing of the block before. Iterating
-    gives the blocks, then ``b""`` at the end of the stream; a read error is raised in the consumer."""
+    """Blocks of a stream read (and decompressed) on a background thread into a few reused buffers: file reads and
+    zlib/bz2/zstd release the GIL, so reading overlaps the splitting and parsing of the block before, and no
+    block's memory is allocated (and page-faulted) afresh. Each buffer keeps ``head`` bytes free in front, where
+    the consumer puts the incomplete record carried from the block before (never more than a record's bound).
+    :meth:`next` gives ``(buffer, bytes read)``, 0 at the end of the stream, and raises a read error; the
+    consumer gives every buffer back with :meth:`release` once nothing refers to it."""
 
-    _END = object()
-
-    def __init__(self, stream, block_bytes: int, depth: int = 2) -> None:
+    def __init__(self, stream, block_bytes: int, head: int, depth: int = 1) -> None:
         import queue
         import threading
 
-        self.stream, self.block_bytes = stream, block_bytes
-        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.stream, self.head = stream, head
+        self.ready: queue.Queue = queue.Queue()
+        self.free: queue.Queue = queue.Queue()
+        for _ in range(depth + 2):  # the consumer holds two (this block and the next), the reader fills the rest
+            self.free.put(bytearray(head + block_bytes))
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="engagement-read", daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
         try:
-            while not self.stop.is_set():
-                block = _read(self.stream, self.block_bytes)
-                self._put(block)
-                if not block:
+            while (buffer := self._take_free()) is not None:
+                n = _read_into(self.stream, memoryview(buffer)[self.head:])
+                self.ready.put((buffer, n))
+                if not n:
                     return
         except BaseException as exc:  # handed to the consumer
-            self._put(exc)
+            self.ready.put(exc)
 
-    def _put(self, item) -> None:
+    def _take_free(self) -> bytearray | None:
         import queue
 
         while not self.stop.is_set():
             try:
-                self.queue.put(item, timeout=0.1)
-                return
-            except queue.Full:
+                return self.free.get(timeout=0.1)
+            except queue.Empty:
                 continue
+        return None
 
-    def next(self) -> bytes:
-        item = self.queue.get()
+    def next(self) -> tuple[bytearray, int]:
+        item = self.ready.get()
         if isinstance(item, BaseException):
             raise item
         return item
+
+    def release(self, buffer: bytearray) -> None:
+        self.free.put(buffer)
 
     def close(self) -> None:
         """Stop reading (the consumer is done, or failed) and wait for the thread."""
@@ -420,7 +440,7 @@ class FileConverter:
     def _convert(self, stream, writers: _MonthWriters, quarantine) -> None:
         first = _read(stream, self.options.block_bytes)
         self.counts.bytes += len(first)
-        if not first.strip(_BOM + b" \r\n\t"):
+        if _BLANK.fullmatch(first):
             self.empty = True
             return
         names, header_len = parse_header(first, self.item.name)
@@ -433,10 +453,9 @@ class FileConverter:
                        unit_scale=True, desc=f"convert {self.item.name}", disable=None)
             bar.update(len(first))
         splitter = RecordSplitter(len(names), self.options.max_record_bytes, self.options.max_record_lines)
-        offset, data = header_len, first[header_len:]
-        ahead = _ReadAhead(stream, self.options.block_bytes)
+        ahead = _ReadAhead(stream, self.options.block_bytes, head=self.options.max_record_bytes)
         try:
-            self._blocks(ahead, splitter, data, offset, writers, quarantine, bar)
+            self._blocks(ahead, splitter, memoryview(first)[header_len:], header_len, writers, quarantine, bar)
         finally:
             ahead.close()
         if bar is not None:
@@ -444,33 +463,41 @@ class FileConverter:
         if self.counts.rows_read == 0:
             self.empty = True
 
-    def _blocks(self, ahead: _ReadAhead, splitter: RecordSplitter, data: bytes, offset: int, writers: _MonthWriters,
-                quarantine, bar) -> None:
-        """Split, parse, check and hand over to the writers every block after the first read."""
-        carry = b""
+    def _blocks(self, ahead: _ReadAhead, splitter: RecordSplitter, data: memoryview, offset: int,
+                writers: _MonthWriters, quarantine, bar) -> None:
+        """Split, parse and check every block (``data``: the first, after the header), handing the rows over to the
+        writers. The next block is read before a block is split, to know whether it is the last; the block's buffer
+        goes back to the reader once its records are parsed (pyarrow copies what it parses)."""
+        held = None  # the buffer ``data`` lies in (None: the first block, read apart)
         while True:
-            nxt = ahead.next()
-            self.counts.bytes += len(nxt)
+            buffer, n = ahead.next()
+            self.counts.bytes += n
             if bar is not None:
-                bar.update(len(nxt))
-            final = not nxt
-            buf = carry + data if carry else data
-            split = splitter.split(buf, offset, final)
-            offset += len(buf) - len(split.carry)
-            carry = split.carry
-            if split.bad:
-                for reason in {b.reason for b in split.bad}:
-                    chosen = [b for b in split.bad if b.reason == reason]
-                    quarantine.write_table(_quarantine_rows(
-                        self.item.name, reason, [b.detail for b in chosen],
-                        [_json_line(b.text) for b in chosen]))
-                    self.counts.reasons[reason] += len(chosen)
-                    self.counts.rows_read += len(chosen)
+                bar.update(n)
+            final = n == 0
+            split = splitter.split(data, offset, final)
+            offset += len(data) - len(split.carry)
+            self._quarantine_bad(split.bad, quarantine)
             if len(split.body):
                 self._block(split.body, writers, quarantine, split.control)
+            if held is not None:
+                ahead.release(held)
             if final:
-                break
-            data = nxt
+                ahead.release(buffer)
+                return
+            start = ahead.head - len(split.carry)  # the carried record goes just before the block read after it
+            assert start >= 0, "the splitter carries at most one record, of at most max_record_bytes"
+            buffer[start: ahead.head] = split.carry
+            held, data = buffer, memoryview(buffer)[start: ahead.head + n]
+
+    def _quarantine_bad(self, bad: list, quarantine) -> None:
+        """Write the records the splitter refused to the quarantine, a table per reason."""
+        for reason in {b.reason for b in bad}:
+            chosen = [b for b in bad if b.reason == reason]
+            quarantine.write_table(_quarantine_rows(self.item.name, reason, [b.detail for b in chosen],
+                                                    [_json_line(b.text) for b in chosen]))
+            self.counts.reasons[reason] += len(chosen)
+            self.counts.rows_read += len(chosen)
 
     def _parse(self, body, invalid: list):
         import pyarrow as pa

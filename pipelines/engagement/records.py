@@ -55,8 +55,8 @@ class Split:
     control: bool = False  # whether the chunk holds a control character (TAB, LF, CR aside) anywhere
 
 
-def _text(raw: bytes) -> str:
-    text = raw.decode("utf-8", errors="replace")
+def _text(raw: bytes | memoryview) -> str:
+    text = str(raw, "utf-8", "replace")
     return text if len(text) <= TEXT_LIMIT else text[:TEXT_LIMIT] + "…"
 
 
@@ -79,44 +79,44 @@ class RecordSplitter:
         self._overlong_bytes = 0
 
     # ------------------------------------------------------------------ verification
-    def _valid_record(self, raw: bytes) -> bool:
+    def _valid_record(self, raw: bytes | memoryview) -> bool:
         """Whether ``raw`` is exactly one strictly valid CSV record with the header's number of fields."""
         try:
-            rows = list(csv.reader(io.StringIO(raw.decode("utf-8", errors="replace"), newline=""),
+            rows = list(csv.reader(io.StringIO(str(raw, "utf-8", "replace"), newline=""),
                                    delimiter=self.delimiter, strict=True))
         except csv.Error:
             return False
         rows = [r for r in rows if r]
         return len(rows) == 1 and len(rows[0]) == self.n_fields
 
-    def _strict_ok(self, raw: bytes) -> bool:
+    def _strict_ok(self, raw: bytes | memoryview) -> bool:
         """Whether ``raw`` (one line) is valid CSV at all (its field count is the parser's business)."""
         try:
-            list(csv.reader(io.StringIO(raw.decode("utf-8", errors="replace"), newline=""),
+            list(csv.reader(io.StringIO(str(raw, "utf-8", "replace"), newline=""),
                             delimiter=self.delimiter, strict=True))
         except csv.Error:
             return False
         return True
 
     # ------------------------------------------------------------------ the split
-    def split(self, data: bytes, offset: int = 0, final: bool = False) -> Split:
+    def split(self, data: bytes | memoryview, offset: int = 0, final: bool = False) -> Split:
         """Split ``data`` (which starts at a record boundary, ``offset`` bytes into the file).
 
         Returns the good records, the refused ones and, unless ``final``, the incomplete tail to prepend to
-        the next chunk.
+        the next chunk. A zero-copy ``body`` is a view of ``data``; the carry is a copy.
         """
         n = len(data)
         bad: list[BadRecord] = []
         s = 0
+        a = np.frombuffer(data, dtype=np.uint8)
         if self._overlong is not None:  # finish skipping a line too long to hold
-            nxt = data.find(b"\n")
+            nxt = kernel.find_byte(a, 0, kernel.NL)
             s = n if nxt < 0 else nxt + 1
             self._overlong_bytes += s
             if nxt >= 0 or final:
                 bad.append(self._finish_overlong())
         if s >= n:
             return Split(b"", bad)
-        a = np.frombuffer(data, dtype=np.uint8)
         control = s > 0 and bool(kernel.has_control(a, 0, s))  # the skipped part; the scan sees the rest
         pieces: list[tuple[int, int, int]] = []
         carry = b""
@@ -146,8 +146,8 @@ class RecordSplitter:
         bad.sort(key=lambda record: record.offset)  # in file order, however the chunks fell
         return Split(body, bad, carry, control)
 
-    def _tail(self, data: bytes, s: int, first_nl: int, lines: int, odd: int, kind: int, final: bool, offset: int,
-              pieces: list[tuple[int, int, int]], bad: list[BadRecord]) -> tuple[int, bytes]:
+    def _tail(self, data: bytes | memoryview, s: int, first_nl: int, lines: int, odd: int, kind: int, final: bool,
+              offset: int, pieces: list[tuple[int, int, int]], bad: list[BadRecord]) -> tuple[int, bytes]:
         """No record ends after ``s``: what is left is an incomplete record (carried), a final one, or a broken
         one (its first line refused). Returns where to resume (``len(data)``: nowhere) and the carry."""
         n = len(data)
@@ -156,7 +156,7 @@ class RecordSplitter:
             return n, b""
         within = tail_len <= self.max_bytes and lines <= self.max_lines
         if not final and within:
-            return n, data[s:]
+            return n, bytes(data[s:])
         if final and within and not odd and (lines == 0 or self._valid_record(data[s:])):
             pieces.append((s, n, kind))  # the last record, without a newline
             return n, b""
@@ -177,7 +177,7 @@ class RecordSplitter:
                          "is not a post")
         return record
 
-    def _first_line(self, data: bytes, start: int, end: int, offset: int, at_eof: bool = False,
+    def _first_line(self, data: bytes | memoryview, start: int, end: int, offset: int, at_eof: bool = False,
                     multi: bool = False) -> BadRecord:
         raw = data[start:end]
         if len(raw) > self.max_bytes:
@@ -192,7 +192,7 @@ class RecordSplitter:
             why = f"the record opens a quote that is not closed within {self.max_lines} lines / {self.max_bytes} bytes"
         return BadRecord(offset + start, "broken_quoting", f"byte {offset + start}: {why}", _text(raw))
 
-    def _body(self, data: bytes, pieces: list[tuple[int, int, int]], bad: list[BadRecord], offset: int
+    def _body(self, data: bytes | memoryview, pieces: list[tuple[int, int, int]], bad: list[BadRecord], offset: int
               ) -> bytes | memoryview:
         """The good records as one byte string, without those whose stray quotes make them invalid CSV."""
         spans: list[tuple[int, int]] = []

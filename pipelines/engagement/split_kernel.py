@@ -152,13 +152,9 @@ def _close(out: np.ndarray, k: int, lo: int, hi: int) -> int:
 
 
 @numba.njit(cache=True, nogil=True)
-def stray_quote(a: np.ndarray, lo: int, hi: int, delim: int) -> bool:
-    """Whether ``a[lo:hi]`` holds a quote astray (as :func:`scan` judges it, in the whole of ``a``)."""
-    n = len(a)
-    for i in range(max(lo, 1), min(hi, n - 1)):
-        if a[i] == QUOTE:
-            p, q = a[i - 1], a[i + 1]
-            if (p != delim and p != NL and p != CR and p != QUOTE
-                    and q != delim and q != NL and q != CR and q != QUOTE):
-                return True
-    return False
+def find_byte(a: np.ndarray, lo: int, byte: int) -> int:
+    """The position of the first ``byte`` in ``a[lo:]``, or -1."""
+    for i in range(lo, len(a)):
+        if a[i] == byte:
+            return i
+    return -1
