@@ -16,11 +16,13 @@ import contextlib
 import logging
 import os
 import socket
+import stat
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 from pipelines.settings import configured_pg_dsn, get_settings
 
@@ -43,11 +45,27 @@ def ensure_embedded_postgres() -> str:
 
     pgdata = get_settings().embedded_pgdata
     pgdata.mkdir(parents=True, exist_ok=True)
+    _check_reachable_by_server_user(pgdata)
     server = pgserver.get_server(pgdata, cleanup_mode=None)
     if str(pgdata) not in _announced:
         _announced.add(str(pgdata))
         log.info("using the embedded development PostgreSQL in %s (PIPELINES_PG_DSN configures a real one)", pgdata)
     return server.get_uri()
+
+
+def _check_reachable_by_server_user(pgdata: Path) -> None:
+    """Under root, pgserver runs PostgreSQL as the user ``pgserver``, which must be able to walk down to the data
+    folder: a parent closed to other users (``/root``, pytest's temporary folders: mode 0700) made the server
+    die with a bare "Permission denied" and no log. Say so, and how to fix it."""
+    if os.geteuid() != 0:
+        return
+    from pipelines.settings import ConfigError
+
+    for folder in [pgdata.resolve(), *pgdata.resolve().parents]:
+        if folder.exists() and not folder.stat().st_mode & stat.S_IXOTH:
+            raise ConfigError(f"the embedded PostgreSQL runs as user 'pgserver' under root and cannot reach "
+                              f"{pgdata}: {folder} is closed to other users; set PIPELINES_HOME to a folder "
+                              f"outside it, or `chmod o+x {folder}`")
 
 
 def stop_embedded_postgres() -> bool:

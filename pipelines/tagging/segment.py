@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 #: Fewer texts than this are segmented in-process: starting workers costs about a second each.
 MIN_PARALLEL = 2_000
 CHUNK_SIZE = 500
+#: The pool splits the texts into this many chunks per worker (or chunks of CHUNK_SIZE, if larger).
+POOL_CHUNKS_PER_WORKER = 4
 #: Parts beyond this many are folded into one by the next :meth:`SegmentCache.add`.
 MAX_PARTS = 64
 
@@ -69,6 +71,13 @@ def segment_text(text: str) -> list[str]:
 
 def _segment_chunk(texts: Sequence[str]) -> list[list[str]]:
     return [segment_text(t) for t in texts]
+
+
+def _segment_chunk_joined(texts: Sequence[str]) -> list[str]:
+    """A worker's answer: each text's words joined by spaces (words never hold whitespace: clauses are split on
+    it). One string per article crosses the process boundary instead of one per word, which made the parent's
+    unpickling a fifth of the pool's CPU time."""
+    return [" ".join(segment_text(t)) for t in texts]
 
 
 def _die_with_parent() -> None:
@@ -106,13 +115,16 @@ def segment_many(texts: Sequence[str], workers: int = 1, chunk_size: int = CHUNK
                 out.extend(_segment_chunk(texts[start:start + chunk_size]))
                 bar.update(min(chunk_size, len(texts) - start))
             return out
-        chunks = [texts[i:i + chunk_size] for i in range(0, len(texts), chunk_size)]
+        # Few, large chunks: the parent is out of the loop (on a busy machine it is scheduled late, and workers
+        # waiting for their next chunk idled); still several per worker, so they finish close together.
+        size = max(chunk_size, -(-len(texts) // (workers * POOL_CHUNKS_PER_WORKER)))
+        chunks = [texts[i:i + size] for i in range(0, len(texts), size)]
         out = []
         segment_text("預熱")  # load the segmenter once, here: forked workers inherit it
         with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(),
                                  initializer=_die_with_parent) as pool:
-            for chunk, words in zip(chunks, pool.map(_segment_chunk, chunks), strict=True):
-                out.extend(words)
+            for chunk, joined in zip(chunks, pool.map(_segment_chunk_joined, chunks), strict=True):
+                out.extend(j.split(" ") if j else [] for j in joined)
                 bar.update(len(chunk))
         return out
     finally:

@@ -1,3 +1,6 @@
+import os
+from pathlib import Path
+
 import boto3
 import pytest
 
@@ -28,13 +31,41 @@ def test_dynamodb_api_over_http(dynamodb_endpoint, monkeypatch):
     client.delete_table(TableName="smoke")
 
 
-def test_embedded_postgres_starts_and_stops(tmp_path, monkeypatch):
+@pytest.fixture
+def open_home():
+    """A home the server user can reach (pytest's own temporary folders are closed to other users)."""
+    import shutil
+    import tempfile
+
+    home = Path(tempfile.mkdtemp(prefix="ubm-embedded-"))
+    home.chmod(0o755)
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def test_embedded_postgres_starts_and_stops(open_home, monkeypatch):
     from pipelines import services
 
-    monkeypatch.setenv("PIPELINES_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("PIPELINES_HOME", str(open_home / "home"))
     get_settings.cache_clear()
     dsn = services.ensure_embedded_postgres()
-    assert db.query("SELECT 1 AS one", dsn=dsn) == [{"one": 1}]
-    assert services.stop_embedded_postgres() is True
+    try:
+        assert db.query("SELECT 1 AS one", dsn=dsn) == [{"one": 1}]
+    finally:
+        assert services.stop_embedded_postgres() is True
     assert services.stop_embedded_postgres() is False
+    get_settings.cache_clear()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs the server as another user")
+def test_a_data_folder_the_server_user_cannot_reach_is_a_clear_error(tmp_path, monkeypatch):
+    from pipelines import services
+    from pipelines.settings import ConfigError
+
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)
+    monkeypatch.setenv("PIPELINES_HOME", str(closed / "home"))
+    get_settings.cache_clear()
+    with pytest.raises(ConfigError, match="closed to other users; set PIPELINES_HOME"):
+        services.ensure_embedded_postgres()
     get_settings.cache_clear()
