@@ -613,11 +613,11 @@ def _remove_duplicates(con, folder: Path, month_files: dict[str, list[Path]], qu
     import pyarrow.parquet as pq
 
     removed: Counter = Counter()
-    if not _any_duplicate(con, [path for files in month_files.values() for path in files]):
-        return removed
     writer = None
     try:
         for month, files in sorted(month_files.items()):
+            if not _any_duplicate(con, files):
+                continue
             paths = duck.sql_paths(sorted(files))
             con.execute(f"""CREATE OR REPLACE TEMP TABLE dups AS
                 SELECT filename, file_row_number FROM (
@@ -663,10 +663,8 @@ def _remove_duplicates(con, folder: Path, month_files: dict[str, list[Path]], qu
 
 
 def _any_duplicate(con, paths: list[Path]) -> bool:
-    """Whether a post id appears twice anywhere in ``paths``: one scan of the id column, instead of two per month
-    (a duplicate within a month is one in the partition; the usual export has none)."""
-    if not paths:
-        return False
+    """Whether a post id appears twice in a month's ``paths``: one scan of its id column, where finding the
+    duplicates takes two (the usual export has none). Month by month, so the hash table stays a month's."""
     return bool(con.sql(f"""SELECT 1 FROM read_parquet({duck.sql_paths(sorted(paths))}) GROUP BY post_id
                             HAVING count(*) > 1 LIMIT 1""").fetchall())
 
