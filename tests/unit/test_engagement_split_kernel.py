@@ -16,15 +16,16 @@ from pipelines.engagement.records import RecordSplitter
 from tests.engagement_reference_splitter import NumpyRecordSplitter
 
 
-def chunked(splitter, data: bytes, chunk: int) -> list[tuple]:
-    """Every chunk's split as plain values, fed as the converter feeds them."""
+def chunked(splitter, data: bytes, chunk: int, view: bool = False) -> list[tuple]:
+    """Every chunk's split as plain values, fed as the converter feeds them (``view``: as a memoryview of a
+    writable buffer, as the converter's reused buffers are)."""
     out, carry, offset, pos = [], b"", 0, 0
     while True:
         piece = data[pos: pos + chunk]
         pos += len(piece)
         final = pos >= len(data)
         buf = carry + piece
-        result = splitter.split(buf, offset, final)
+        result = splitter.split(memoryview(bytearray(buf)) if view else buf, offset, final)
         out.append((bytes(result.body), [(b.offset, b.reason, b.detail, b.text) for b in result.bad],
                     result.carry, bool(result.control)))
         carry = result.carry
@@ -35,8 +36,9 @@ def chunked(splitter, data: bytes, chunk: int) -> list[tuple]:
 
 def assert_same(data: bytes, chunk: int, n_fields: int = 3, **limits) -> None:
     limits = {"max_record_bytes": 64, "max_record_lines": 4, **limits}
-    assert chunked(RecordSplitter(n_fields, **limits), data, chunk) == \
-        chunked(NumpyRecordSplitter(n_fields, **limits), data, chunk)
+    expected = chunked(NumpyRecordSplitter(n_fields, **limits), data, chunk)
+    assert chunked(RecordSplitter(n_fields, **limits), data, chunk) == expected
+    assert chunked(RecordSplitter(n_fields, **limits), data, chunk, view=True) == expected
 
 
 _PIECES = ['a', 'b', 'é', ' ', ',', '"', '""', '\n', '\r\n', '\r', '\x00', '\x07', '\x7f', '\t', 'x' * 70,
