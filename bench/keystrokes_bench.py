@@ -58,6 +58,19 @@ def rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def own_peak_rss_mib() -> float:
+    """This process's own peak RSS (``VmHWM``). Not ``ru_maxrss``: a child started by ``subprocess`` inherits the
+    parent's peak through the exec (a 10 MiB child of an 800 MiB parent reports 826 MiB), so every capped fit
+    reported at least the parent's RSS."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return rss_mib()
+
+
 def say(text: str = "") -> None:
     print(text, flush=True)
 
@@ -95,7 +108,7 @@ def run_capped(step: str, job: dict, work: Path, cap_s: float, cap_mib: float) -
     if why or proc.returncode != 0 or not result.exists():
         return {"ok": False, "why": why or f"exit status {proc.returncode}", "wall_s": elapsed, "peak_rss_mib": peak}
     out = json.loads(result.read_text())
-    out.update({"ok": True, "wall_s": elapsed})
+    out.update({"ok": True, "wall_s": elapsed, "polled_peak_rss_mib": peak})
     return out
 
 
@@ -531,7 +544,7 @@ def main() -> int:
         t = time.perf_counter()
         result = STEPS[args._step](json.loads(args._job.read_text()))
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        result.update({"seconds": time.perf_counter() - t, "peak_rss_mib": rss_mib(),
+        result.update({"seconds": time.perf_counter() - t, "peak_rss_mib": own_peak_rss_mib(),
                        "cpu_s": usage.ru_utime + usage.ru_stime})
         args._result.write_text(json.dumps(result, default=float))
         return 0

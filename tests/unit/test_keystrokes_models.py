@@ -165,3 +165,31 @@ def test_holdout_is_stratified_stable_and_leaves_something_to_train_on():
     assert holdout_mask(ids, labels, 0.2, seed=2).tolist() != mask.tolist()
     with pytest.raises(ValueError):
         holdout_mask(ids, labels, 1.0)
+
+
+def test_embedding_exact_search_runs_on_one_blas_thread(monkeypatch):
+    """top_k (what prediction calls) bypasses predict_proba's BLAS limit: the exact search sets it itself (two
+    OpenBLAS threads made a single-attempt search 13-15x the CPU on the shared machine)."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from pipelines.keystrokes.models.embedding import l2_normalise
+
+    rng = np.random.default_rng(0)
+    model = EmbeddingModel(ann_threshold=10**9)
+    model.scale_ = 20.0
+    model._set_gallery([f"u{i}" for i in range(500)], l2_normalise(rng.standard_normal((500, 8))), np.ones(500))
+    seen, real = [], np.argpartition
+
+    def spy(*args, **kwargs):
+        seen.append(max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(np, "argpartition", spy)
+    probes = l2_normalise(rng.standard_normal((3, 8)))
+    with threadpool_limits(limits=2, user_api="blas"):
+        idx, p = model.top_k_embedded(probes, 3, exact=True)
+        after = max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+    assert seen == [1]
+    assert after == 2  # restored
+    assert idx.shape == (3, 3) and np.allclose(p.sum(axis=1) <= 1.0 + 1e-9, True)
+    assert (idx[:, 0] == np.argmax(probes @ model.gallery_.T, axis=1)).all()
