@@ -13,6 +13,8 @@ from pipelines.demo import DemoContext, say, table
 DEMO_START = date(2024, 6, 3)
 #: Small enough for about a minute on two cores: one small grid per searched family, CatBoost kept short.
 TRAIN_CONF = {
+    # Every family, said explicitly: a DAG object reused after another dag.test() run may carry that run's conf.
+    "models": ["majority", "seed_rf", "tfidf_lr", "tfidf_svm", "catboost"],
     "views": ["words", "chars", "both"],
     "grid": {"seed_rf": {"forest__n_estimators": [100], "vectorizer__min_df": [1, 2]},
              "tfidf_lr": {"clf__estimator__C": [1.0, 10.0]}},
