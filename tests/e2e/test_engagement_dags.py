@@ -20,19 +20,6 @@ TRAIN_CONF = {"models": ["linear", "neural"], "linear_epochs": 1, "neural_epochs
               "eval_rows": 600, "valid_rows": 600, "promote": "linear", "day": DAY1.isoformat()}
 
 
-@pytest.fixture(scope="module")
-def dagbag(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
-
-    from pipelines.dagkit import without_deadlines
-    from tests.conftest import REPO
-
-    bag = DagBag(str(REPO / "dags"))
-    assert bag.import_errors == {}
-    without_deadlines(bag.dags)  # dag.test() and deadline alerts do not mix in Airflow 3.3.2 (see there)
-    return bag
-
-
 def _states(run) -> dict:
     states: dict = {}
     for ti in run.get_task_instances():

@@ -18,16 +18,8 @@ PARAMS = {"shard_users": 400, "eval_users": 300, "k_neighbours": 20, "svd_dim": 
 
 
 @pytest.fixture(scope="module")
-def dag(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
-
-    from pipelines.dagkit import without_deadlines
-    from tests.conftest import REPO
-
-    bag = DagBag(str(REPO / "dags"))
-    assert bag.import_errors == {}
-    without_deadlines(bag.dags)  # dag.test() and deadline alerts do not mix in Airflow 3.3.2 (see there)
-    return bag.dags["recs_daily"]
+def dag(dagbag):
+    return dagbag.dags["recs_daily"]
 
 
 @pytest.fixture

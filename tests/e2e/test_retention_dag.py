@@ -17,16 +17,8 @@ SPEC = RetentionDataSpec(start=date(2017, 3, 28), days=10, installs_per_day=40, 
 
 
 @pytest.fixture(scope="module")
-def dag(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
-
-    from pipelines.dagkit import without_deadlines
-    from tests.conftest import REPO
-
-    bag = DagBag(str(REPO / "dags"))
-    assert bag.import_errors == {}
-    without_deadlines(bag.dags)  # dag.test() and deadline alerts do not mix in Airflow 3.3.2 (see there)
-    return bag.dags["retention_daily"]
+def dag(dagbag):
+    return dagbag.dags["retention_daily"]
 
 
 def _run(dag, day: date):
