@@ -58,16 +58,23 @@ class FeatureMismatchError(RunRejected):
 # -- generate ---------------------------------------------------------------------------------------------------
 
 def generate(**spec: Any) -> dict:
-    """Write generated articles (corpus, daily drops, truth) into the local data root."""
+    """Write generated articles (corpus, daily drops, truth) into the data root (local, or S3 through a temporary
+    folder); ``files`` in the answer are the data root's addresses."""
     from pipelines.tagging.generate import TaggingSpec, write_dataset
 
     root = DataRoot()
-    if root.is_s3:
-        raise UsageError("generate writes to a local data root; upload the files yourself for S3")
     values = {k: v for k, v in spec.items() if v is not None}
     if "start" in values:
         values["start"] = _day(values["start"])
-    return write_dataset(TaggingSpec(**values), root.base)
+    if not root.is_s3:
+        return write_dataset(TaggingSpec(**values), root.base)
+    with tempfile.TemporaryDirectory(prefix="tagging-gen-") as tmp:
+        made = write_dataset(TaggingSpec(**values), Path(tmp))
+        for path in sorted(Path(tmp).rglob("*")):
+            if path.is_file():
+                root.put_file(path, path.relative_to(tmp).as_posix())
+    files = [root.join(Path(f).relative_to(tmp).as_posix()) for f in made["files"]]
+    return {**made, "files": files}
 
 
 def generated_truth(root: DataRoot | None = None) -> dict[str, dict] | None:

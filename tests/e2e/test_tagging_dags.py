@@ -18,9 +18,9 @@ SPEC = {"seed": 11, "corpus_articles": 300, "start": START, "days": 2, "daily_ar
 TRAIN_CONF = {"models": ["majority", "seed_rf", "tfidf_lr", "catboost"], "views": ["words", "chars"],
               "grid": {"seed_rf": {"forest__n_estimators": [50], "vectorizer__min_df": [1, 2]}},
               "cv_folds": 5, "catboost_iterations": 30, "promote": "tfidf_lr_words", "day": "2024-06-02"}
-#: Promoted by name, not ``best``: on this small corpus CatBoost can win, and loading a CatBoost tagger in the
-#: process that trained it (``dag.test()`` runs every task in the test's one process) has been seen to spin in
-#: CatBoost's deserializer (README, tagging's limits). ``best`` is exercised by the demo part below.
+#: Promoted by name, the explicit promotion an operator makes; ``best`` is exercised by the demo part below.
+#: (Loading a CatBoost tagger in the process that trained it once spun in CatBoost's deserializer: the tagger
+#: now pickles CatBoost's own bytes, see ``catboost_model``, tested in the unit tests.)
 PROMOTED = "tfidf_lr_words"
 
 

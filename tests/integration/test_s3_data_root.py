@@ -11,45 +11,9 @@ import pytest
 from pipelines import db, ingest
 from pipelines.settings import get_settings
 from pipelines.storage import DataRoot
+from tests.s3_fixtures import BUCKET, s3_keys
 
 pytestmark = pytest.mark.integration
-
-BUCKET = "ubm-data"
-
-
-@pytest.fixture
-def s3_root(dynamodb_endpoint, monkeypatch, tmp_path):
-    """An S3 data root on the moto server; yields (local folder to generate into, upload function)."""
-    import boto3
-
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1", "PIPELINES_S3_ENDPOINT": dynamodb_endpoint,
-                       "PIPELINES_DYNAMODB_ENDPOINT": dynamodb_endpoint}.items():
-        monkeypatch.setenv(key, value)
-    s3 = boto3.client("s3", endpoint_url=dynamodb_endpoint)
-    prefix = f"data-{tmp_path.name}"
-    if BUCKET not in [b["Name"] for b in s3.list_buckets().get("Buckets", [])]:
-        s3.create_bucket(Bucket=BUCKET)
-    monkeypatch.setenv("PIPELINES_DATA_ROOT", f"s3://{BUCKET}/{prefix}")
-    get_settings.cache_clear()
-    local = tmp_path / "generated"
-    local.mkdir()
-
-    def upload() -> int:
-        n = 0
-        for path in sorted(local.rglob("*")):
-            if path.is_file():
-                s3.upload_file(str(path), BUCKET, f"{prefix}/{path.relative_to(local).as_posix()}")
-                n += 1
-        return n
-
-    yield local, upload, (s3, prefix)
-    get_settings.cache_clear()
-
-
-def _keys(s3, prefix: str, under: str) -> list[str]:
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=f"{prefix}/{under}")
-    return [o["Key"][len(prefix) + 1:] for page in pages for o in page.get("Contents", [])]
 
 
 def test_retention_on_s3(pg_dsn, s3_root):
@@ -66,7 +30,7 @@ def test_retention_on_s3(pg_dsn, s3_root):
         jobs.run_day(day)
     truth = read_drops(local, spec.dates())
     assert db.query("SELECT count(*) AS n FROM piwik_track")[0]["n"] == truth.events
-    assert any(k.endswith("events.parquet") for k in _keys(s3, prefix, "retention/staged/"))
+    assert any(k.endswith("events.parquet") for k in s3_keys(s3, prefix, "retention/staged/"))
     assert DataRoot().is_s3
 
 
@@ -84,7 +48,7 @@ def test_recs_on_s3(pg_dsn, s3_root, monkeypatch, request):
     assert result["publish"]["published"]
     assert "oracle" in result["evaluate"]["metrics"]  # the marker and the truth are read from the bucket
     assert RecsStore().current()["generated_on"] == day.isoformat()
-    keys = _keys(s3, prefix, "recs/")
+    keys = s3_keys(s3, prefix, "recs/")
     assert any(k.startswith("recs/versions/") and k.endswith("manifest.json") for k in keys)
     assert any(k.startswith("recs/reports/") and k.endswith("evaluation.png") for k in keys)
 
@@ -107,8 +71,54 @@ def test_sociodemo_on_s3(pg_dsn, s3_root):
     jobs.promote("catboost", trained["runs"]["catboost"])
     scored = jobs.score(last)
     assert scored["users"] == db.query("SELECT count(*) AS n FROM sociodemo_predictions")[0]["n"] > 0
-    keys = _keys(s3, prefix, "sociodemo/")
+    keys = s3_keys(s3, prefix, "sociodemo/")
     assert any("/features/" in f"/{k}" and k.endswith("features.parquet") for k in keys)
     assert any(k.startswith(f"sociodemo/models/{trained['version']}/") for k in keys)
     assert ingest.accepted("sociodemo", "targets")["staged_uri"].startswith(f"s3://{BUCKET}/")
     assert Path(get_settings().home).exists()
+
+
+def test_keystrokes_on_s3(pg_dsn, s3_root):
+    """Pages generated into the bucket, read by the pager from the data root, models and predictions written
+    back to it; the truth (the oracle) read from the bucket."""
+    from pipelines.keystrokes import jobs
+
+    _, _, (s3, prefix) = s3_root
+    made = jobs.generate(n_users=10, mean_samples=16, samples_sigma=0.3, seed=3, bad_rate=0.02, test_share=0.2)
+    ingested = jobs.ingest("train", made["train_url"], max_bad_share=0.2, min_samples=4, day="2024-05-01")
+    assert ingested["rows_valid"] > 0
+    trained = jobs.train(made["train_url"], ["logreg"], "typing", 0.25, 7, {}, "2024-05-01", progress=False)
+    assert trained["oracle"]  # the generator's truth, read from the bucket
+    assert trained["models"]["logreg"].startswith(f"s3://{BUCKET}/{prefix}/")
+    jobs.promote("typing", "logreg", training=trained)
+    jobs.ingest("test", made["test_url"], max_bad_share=0.5, day="2024-05-01")
+    predicted = jobs.predict(made["test_url"], "typing", day="2024-05-01")
+    assert predicted["predicted"] > 0 and predicted["truth"]["scored"] > 0
+    assert predicted["final_pred"].startswith(f"s3://{BUCKET}/{prefix}/")
+    assert db.query("SELECT count(*) AS n FROM keystrokes_predictions")[0]["n"] == predicted["attempts"]
+    keys = s3_keys(s3, prefix, "keystrokes/")
+    assert any(k.startswith("keystrokes/generated/") and "/pages/" in k for k in keys)
+    assert any(k.endswith("final_pred.json") for k in keys) and any(k.endswith("model.json") for k in keys)
+
+
+def test_tagging_on_s3(pg_dsn, s3_root):
+    """Articles generated into the bucket, validated, segmented (the cache on S3), trained, tagged."""
+    from pipelines.tagging import jobs
+
+    _, _, (s3, prefix) = s3_root
+    start = date(2024, 6, 3)
+    made = jobs.generate(seed=5, corpus_articles=240, start=start, days=1, daily_articles=20, bad_rate=0.03)
+    assert all(f.startswith(f"s3://{BUCKET}/{prefix}/") for f in made["files"])
+    jobs.validate_corpus(0.1)
+    jobs.segment("corpus", workers=1)
+    trained = jobs.train(start, jobs.train_config(families=["majority", "tfidf_lr"], views=["words"], grid={},
+                                                  cv_folds=3, n_jobs=1))
+    assert trained["oracle"] and trained["uri"].startswith(f"s3://{BUCKET}/{prefix}/")
+    jobs.promote("tfidf_lr_words", trained["runs"]["tfidf_lr_words"])
+    jobs.validate(start, 0.1)
+    jobs.segment(start, workers=1)
+    tagged = jobs.tag(start)
+    written = db.query("SELECT count(DISTINCT article_id) AS n FROM tagging_article_tags")[0]["n"]
+    assert tagged["articles"] == written > 0
+    keys = s3_keys(s3, prefix, "tagging/")
+    assert any(k.startswith(f"tagging/models/{trained['version']}/") for k in keys)

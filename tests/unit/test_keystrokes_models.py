@@ -193,3 +193,48 @@ def test_embedding_exact_search_runs_on_one_blas_thread(monkeypatch):
     assert after == 2  # restored
     assert idx.shape == (3, 3) and np.allclose(p.sum(axis=1) <= 1.0 + 1e-9, True)
     assert (idx[:, 0] == np.argmax(probes @ model.gallery_.T, axis=1)).all()
+
+
+def test_temperature_in_row_chunks_matches_the_whole_softmax(monkeypatch):
+    """fit_temperature works in row chunks (the whole softmax at 2,941 users took the embedding fit past
+    6 GiB): the fitted scale must be the one the whole-matrix log loss gives."""
+    from scipy.optimize import minimize_scalar
+
+    from pipelines.keystrokes.models import base
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 40, size=500)
+    scores = rng.normal(size=(500, 40)) * 0.2
+    scores[np.arange(500), y] += 0.3  # the true class a little ahead
+
+    def whole(log_s):
+        p = base.softmax(scores, float(np.exp(log_s)))
+        return -np.log(p[np.arange(len(y)), y]).mean()
+
+    expected = float(np.exp(minimize_scalar(whole, bounds=(np.log(1e-2), np.log(1e3)), method="bounded",
+                                            options={"xatol": 1e-3}).x))
+    monkeypatch.setattr(base, "TEMPERATURE_CHUNK_CELLS", 40 * 7)  # 7 rows a chunk: many chunks, a ragged last
+    assert base.fit_temperature(scores, y) == pytest.approx(expected, rel=1e-3)
+    assert 1.0 < expected < 100.0  # a real optimum, not a bound
+
+
+def test_embedding_temperature_uses_a_bounded_seeded_sample(monkeypatch):
+    """The leave-one-out temperature compares at most LOO_MAX_CELLS (attempt, user) pairs: a seeded sample of
+    the attempts once there are more, so the fit's memory does not grow with attempts × users."""
+    from pipelines.keystrokes.models import base, embedding
+
+    samples, _ = samples_of(KeystrokeSpec(n_users=30, mean_samples=20, samples_sigma=0.3, seed=8))
+    classes = sorted(set(samples.labels.tolist()))
+    seen = []
+    real = base.fit_temperature
+    monkeypatch.setattr(embedding, "fit_temperature", lambda s, y, **kw: seen.append(s.shape) or real(s, y, **kw))
+    full = EmbeddingModel(epochs=2, seed=4)
+    full.fit(samples, classes)
+    monkeypatch.setattr(embedding, "LOO_MAX_CELLS", 30 * 100)
+    monkeypatch.setattr(embedding, "LOO_MIN_ATTEMPTS", 50)
+    sampled = [EmbeddingModel(epochs=2, seed=4) for _ in range(2)]
+    for model in sampled:
+        model.fit(samples, classes)
+    assert seen[0][0] > 300 and seen[1:] == [(100, 30), (100, 30)]
+    assert sampled[0].scale_ == sampled[1].scale_  # seeded
+    assert sampled[0].scale_ == pytest.approx(full.scale_, rel=0.25)  # the sample estimates the same scale

@@ -175,6 +175,33 @@ def test_every_family_round_trips_save_and_load(tmp_path, family, view):
     assert loaded.predict_tags(X.iloc[300:301])[0][0][1] == pytest.approx(before[0].max())
 
 
+def test_catboost_tagger_survives_a_worker_and_generations_of_saving(tmp_path):
+    """The training path: fitted in a joblib worker, sent back to the parent, saved, loaded, saved again and
+    loaded again in this process. Pickling a deserialised CatBoost text model again reads a null flatbuffer
+    (catboost/catboost#2826); the tagger pickles CatBoost's own bytes instead, so every generation predicts
+    the same and no CatBoost object is pickled twice."""
+    import pickle
+
+    from joblib import Parallel, delayed
+
+    _, data = corpus()
+    Y = evaluate.indicator(data["tags"], list(TAGS))
+    X = data[["words", "chars"]]
+    estimator = build("catboost", "words", seed=1, params={"iterations": 20})
+    fitted = Parallel(n_jobs=2)(delayed(estimator.fit)(X.iloc[:300], Y[:300]) for _ in range(2))[-1]
+    assert "models_" not in fitted.__dict__ or fitted.models_ is None  # arrived as bytes, rebuilt on first use
+    before = fitted.predict_proba(X.iloc[300:360])
+    assert "models_" not in pickle.loads(pickle.dumps(fitted)).__dict__
+    model = TagModel(name="catboost_words", family="catboost", view="words", tags=list(TAGS), estimator=fitted,
+                     feature_version="test")
+    for generation in range(3):
+        model = TagModel.load(model.save(tmp_path / f"g{generation}"))
+        assert np.array_equal(model.predict_proba(X.iloc[300:360]), before), generation
+    local = build("catboost", "words", seed=1, params={"iterations": 20}).fit(X.iloc[:300], Y[:300])
+    assert np.array_equal(local.predict_proba(X.iloc[300:360]), before)  # the worker's fit is the same fit
+    assert "models_" in local.__dict__ and "models_" not in local.__getstate__()  # pickling never mutates
+
+
 def test_text_features_views():
     frame = pd.DataFrame({"words": ["故事 好 睇", "事故 好 多"], "chars": ["故事好睇", "事故好多"]})
     words = TextFeatures("words", "count", min_df=1).fit(frame)

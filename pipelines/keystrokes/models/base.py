@@ -137,17 +137,28 @@ def softmax(scores: np.ndarray, scale: float = 1.0) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+#: Cells of one row chunk in :func:`fit_temperature` (8 MB of float64 per temporary).
+TEMPERATURE_CHUNK_CELLS = 1_000_000
+
+
 def fit_temperature(scores: np.ndarray, y: np.ndarray, bounds: tuple[float, float] = (1e-2, 1e3)) -> float:
     """The scale ``s`` minimising the log loss of ``softmax(s * scores)`` (temperature scaling, on held-out
-    scores): turns margins or similarities into probabilities without changing the ranking."""
+    scores): turns margins or similarities into probabilities without changing the ranking. Computed in row
+    chunks (log-sum-exp): the whole softmax of 78,000 attempts × 2,941 users held five 1.8 GB copies at once."""
     from scipy.optimize import minimize_scalar
+    from scipy.special import logsumexp
 
     if len(y) == 0:
         return 1.0
 
+    rows = max(1, TEMPERATURE_CHUNK_CELLS // max(1, scores.shape[1]))
+
     def nll(log_s: float) -> float:
-        p = softmax(scores, float(np.exp(log_s)))
-        return float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None)).mean())
+        s, total = float(np.exp(log_s)), 0.0
+        for lo in range(0, len(y), rows):  # row chunks: a few (rows, classes) temporaries, not (n, classes)
+            z = scores[lo: lo + rows].astype(np.float64) * s
+            total += float((logsumexp(z, axis=1) - z[np.arange(len(z)), y[lo: lo + rows]]).sum())
+        return total / len(y)
 
     found = minimize_scalar(nll, bounds=(np.log(bounds[0]), np.log(bounds[1])), method="bounded",
                             options={"xatol": 1e-3})

@@ -1,7 +1,17 @@
 """CatBoost with text features: the article's words (or characters) as CatBoost text columns, bag-of-words
-features built by CatBoost itself, one multi-label model (``MultiLogloss``) or one model per tag."""
+features built by CatBoost itself, one multi-label model (``MultiLogloss``) or one model per tag.
+
+A fitted tagger pickles (joblib, and the return trip from a training worker) as CatBoost's own model bytes,
+written once from the freshly trained models, never as pickled ``CatBoostClassifier`` objects: serialising a
+CatBoost text model that was itself deserialised reads a null flatbuffer (catboost/catboost#2826, open for
+1.2.7-1.2.10; a segfault there, and the likely cause of the spin seen when the tag job loaded a tagger in the
+process that trained it, which had received the fitted model from a joblib worker and pickled it again).
+"""
 
 from __future__ import annotations
+
+import tempfile
+from pathlib import Path
 
 import numpy as np
 from sklearn.base import BaseEstimator
@@ -13,6 +23,20 @@ def _spaced_chars(text: str) -> str:
     """``"今日 天氣"`` → ``"今 日 | 天 氣"``: CatBoost's space tokenizer then sees characters, and its bigram
     dictionary character pairs that never span a clause break."""
     return " | ".join(" ".join(clause) for clause in text.split(" "))
+
+
+def _to_bytes(model) -> bytes:
+    """CatBoost's own format (``.cbm``) of a model, through a temporary file (``save_model`` needs a path)."""
+    with tempfile.TemporaryDirectory(prefix="cbm-") as folder:
+        path = Path(folder) / "model.cbm"
+        model.save_model(str(path), format="cbm")
+        return path.read_bytes()
+
+
+def _from_bytes(blob: bytes):
+    from catboost import CatBoostClassifier
+
+    return CatBoostClassifier().load_model(blob=blob, format="cbm")
 
 
 class CatBoostTagger(BaseEstimator):
@@ -85,6 +109,7 @@ class CatBoostTagger(BaseEstimator):
         columns = list(frame.columns)
         if self.strategy == "multilogloss":
             self.models_ = [self._model("MultiLogloss", columns).fit(frame, Y)]
+            self._keep_bytes()
             return self
         self.models_ = []
         for j in range(self.n_tags_):
@@ -92,12 +117,29 @@ class CatBoostTagger(BaseEstimator):
                 self.models_.append(float(Y[0, j]) if len(Y) else 0.0)
             else:
                 self.models_.append(self._model("Logloss", columns).fit(frame, Y[:, j]))
+        self._keep_bytes()
         return self
+
+    # ------------------------------------------------------------------ persistence (see the module docstring)
+    def _keep_bytes(self) -> None:
+        self.blobs_ = [m if isinstance(m, float) else _to_bytes(m) for m in self.models_]
+
+    def _live(self) -> list:
+        """The fitted models: those of this process's fit, or rebuilt once from the bytes after unpickling."""
+        if getattr(self, "models_", None) is None:
+            self.models_ = [b if isinstance(b, float) else _from_bytes(b) for b in self.blobs_]
+        return self.models_
+
+    def __getstate__(self) -> dict:
+        state = dict(super().__getstate__())  # a copy: object.__getstate__ can hand back the live __dict__
+        if "blobs_" in state:
+            state.pop("models_", None)  # the bytes stand for them: no CatBoost object is ever pickled again
+        return state
 
     def predict_proba(self, X) -> np.ndarray:
         frame = self._frame(X)
         if self.strategy == "multilogloss":
-            return np.asarray(self.models_[0].predict_proba(frame), dtype=np.float64)
+            return np.asarray(self._live()[0].predict_proba(frame), dtype=np.float64)
         columns = [np.full(len(frame), m) if isinstance(m, float) else m.predict_proba(frame)[:, 1]
-                   for m in self.models_]
+                   for m in self._live()]
         return np.column_stack(columns)
