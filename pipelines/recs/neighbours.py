@@ -239,8 +239,21 @@ def _heap_push(hs, hi, size, cap, s, i):  # pragma: no cover - compiled
                 break
         hs[pos], hi[pos] = s, i
         return size
-    if not _worse(hs[0], hi[0], s, i):
-        return size
+    if _worse(hs[0], hi[0], s, i):
+        _sift_down(hs, hi, size, s, i)
+    return size
+
+
+@numba.njit(inline="always")
+def _heap_pop(hs, hi, size):  # pragma: no cover - compiled
+    """Remove the root (the worst) of a heap of ``size``: the last element sifts down from the root."""
+    if size > 1:
+        _sift_down(hs, hi, size - 1, hs[size - 1], hi[size - 1])
+
+
+@numba.njit(inline="always")
+def _sift_down(hs, hi, size, s, i):  # pragma: no cover - compiled
+    """Put (s, i) at the root of a heap of ``size`` (the root's old pair dropped) and sift it down."""
     pos = 0
     while True:
         child = 2 * pos + 1
@@ -254,28 +267,6 @@ def _heap_push(hs, hi, size, cap, s, i):  # pragma: no cover - compiled
         else:
             break
     hs[pos], hi[pos] = s, i
-    return size
-
-
-@numba.njit(inline="always")
-def _heap_pop(hs, hi, size):  # pragma: no cover - compiled
-    """Remove the root (the worst) of a heap of ``size``: the last element sifts down from the root."""
-    s, i = hs[size - 1], hi[size - 1]
-    size -= 1
-    pos = 0
-    while True:
-        child = 2 * pos + 1
-        if child >= size:
-            break
-        if child + 1 < size and _worse(hs[child + 1], hi[child + 1], hs[child], hi[child]):
-            child += 1
-        if _worse(hs[child], hi[child], s, i):
-            hs[pos], hi[pos] = hs[child], hi[child]
-            pos = child
-        else:
-            break
-    if size > 0:
-        hs[pos], hi[pos] = s, i
 
 
 @numba.njit(inline="always")
