@@ -141,6 +141,39 @@ class DataRoot:
             s3.download_file(self.bucket, self._key(rel), str(cache / Path(rel).name))
         return cache
 
+    def put_tree(self, local: Path, rel_dir: str) -> str:
+        """Publish a finished local folder *with sub-folders* at ``rel_dir``: locally one swap of the whole tree
+        (:meth:`put_dir`), on S3 one PUT per file."""
+        if not self.is_s3:
+            return self.put_dir(local, rel_dir)
+        for path in sorted(local.rglob("*")):
+            if path.is_file():
+                self.put_file(path, f"{rel_dir}/{path.relative_to(local).as_posix()}")
+        return self.join(rel_dir)
+
+    def local_tree(self, rel_dir: str) -> Path:
+        """A local folder holding everything under ``rel_dir``, sub-folders included (the folder itself when the
+        root is local; on S3 downloaded into the cache)."""
+        if not self.is_s3:
+            return self.base / rel_dir
+        cache = get_settings().home / "cache" / self.bucket / self._key(rel_dir)
+        s3 = self._s3()
+        prefix = self._key(rel_dir).rstrip("/") + "/"
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                dest = cache / obj["Key"][len(prefix):]
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                s3.download_file(self.bucket, obj["Key"], str(dest))
+        return cache
+
+    def rel_of(self, uri: str | None) -> str:
+        """The path under the root of a URI this root wrote (a model's ``artifact_uri``); ValueError for any
+        other URI: a model is only ever loaded from the data root it was published to."""
+        prefix = self.uri + "/"
+        if not uri or not uri.startswith(prefix):
+            raise ValueError(f"{uri} is not under the data root {self.uri}")
+        return uri[len(prefix):]
+
     def local_path(self, rel: str) -> Path:
         """Local path for writing a file that :meth:`put_file` will publish (local roots write in place)."""
         cache = get_settings().home / "cache"

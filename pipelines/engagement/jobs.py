@@ -291,31 +291,6 @@ def version_id(as_of: date, models: list[str], params: dict, settings: dict) -> 
     return f"{as_of:%Y%m%d}-{digest}"
 
 
-def _publish_tree(root: DataRoot, local: Path, rel_dir: str) -> str:
-    """Publish a local folder with sub-folders at ``rel_dir`` (locally one swap of the whole tree)."""
-    if not root.is_s3:
-        return root.put_dir(local, rel_dir)
-    for path in sorted(local.rglob("*")):
-        if path.is_file():
-            root.put_file(path, f"{rel_dir}/{path.relative_to(local).as_posix()}")
-    return root.join(rel_dir)
-
-
-def _local_tree(root: DataRoot, rel_dir: str) -> Path:
-    """A local folder holding everything under ``rel_dir``, sub-folders included."""
-    if not root.is_s3:
-        return root.base / rel_dir
-    cache = get_settings().home / "cache" / root.bucket / root._key(rel_dir)
-    s3 = root._s3()
-    prefix = root._key(rel_dir).rstrip("/") + "/"
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=root.bucket, Prefix=prefix):
-        for obj in page.get("Contents", []):
-            dest = cache / obj["Key"][len(prefix):]
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            s3.download_file(root.bucket, obj["Key"], str(dest))
-    return cache
-
-
 def _numbers(row: dict) -> dict:
     return {k: (None if v is None or v != v else float(v)) for k, v in row.items() if isinstance(v, int | float)
             or v is None}
@@ -358,7 +333,7 @@ def train(as_of: str | date | None = None, models: list[str] | tuple[str, ...] =
                 {"version": version, "as_of": as_of.isoformat(), "table": result["table"], "split": result["split"],
                  "rows": result["rows"], "params": params, "settings": settings,
                  "fit": {k: v["fit"] for k, v in result["models"].items()}}, indent=2, default=str))
-            uri = _publish_tree(root, out_dir, rel_dir)
+            uri = root.put_tree(out_dir, rel_dir)
         table = result["table"]
         for name, run in runs.items():
             run.artifact_uri = root.join(rel_dir, name)
@@ -417,13 +392,6 @@ def serving_model(model_name: str | None = None) -> dict:
 
 # -- scoring --------------------------------------------------------------------------------------------------
 
-def _model_folder(root: DataRoot, artifact_uri: str) -> Path:
-    prefix = root.uri + "/"
-    if not artifact_uri.startswith(prefix):
-        raise ValueError(f"model {artifact_uri} is not under the data root {root.uri}")
-    return _local_tree(root, artifact_uri[len(prefix):])
-
-
 def _day_posts(day: date, root: DataRoot) -> list[Path]:
     """The day's accepted posts (a rejected or missing drop is never scored: MissingPartitionError)."""
     ensure_schema(pg_dsn())
@@ -447,7 +415,7 @@ def score(day: str | date, model_name: str | None = None, batch_rows: int = 50_0
     interval = _interval(day)
     with registry.track_run(PIPELINE, "score", model_name=model["model_name"], model_version=model["model_version"],
                             params={"day": day, "promoted_run": str(model["run_id"])}, interval=interval) as run:
-        predictor = load_model(_model_folder(root, model["artifact_uri"]))
+        predictor = load_model(root.local_tree(root.rel_of(model["artifact_uri"])))
         with tempfile.TemporaryDirectory(prefix="engagement-score-") as tmp:
             csv_path = Path(tmp) / "scores.csv"
             n, total = 0, 0.0

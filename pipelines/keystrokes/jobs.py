@@ -534,10 +534,7 @@ def resolve_model(model_name: str, version: str | None = None) -> dict:
 
 
 def _model_folder(root: DataRoot, artifact_uri: str) -> Path:
-    prefix = root.uri.rstrip("/") + "/"
-    if not artifact_uri or not artifact_uri.startswith(prefix):
-        raise ValueError(f"model {artifact_uri} is not under the data root {root.uri}")
-    rel = artifact_uri[len(prefix):]
+    rel = root.rel_of(artifact_uri)
     if not root.exists(f"{rel}/model.json"):
         raise FileNotFoundError(f"{artifact_uri}/model.json")
     return root.local_dir(rel)

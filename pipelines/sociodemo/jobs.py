@@ -195,31 +195,6 @@ def _oracle_fn(root: DataRoot, as_of: date):
     return oracle
 
 
-def _publish_tree(root: DataRoot, local: Path, rel_dir: str) -> str:
-    """Publish a local folder with sub-folders at ``rel_dir`` (locally one swap of the whole tree)."""
-    if not root.is_s3:
-        return root.put_dir(local, rel_dir)
-    for path in sorted(local.rglob("*")):
-        if path.is_file():
-            root.put_file(path, f"{rel_dir}/{path.relative_to(local).as_posix()}")
-    return root.join(rel_dir)
-
-
-def _local_tree(root: DataRoot, rel_dir: str) -> Path:
-    """A local folder holding everything under ``rel_dir``, sub-folders included."""
-    if not root.is_s3:
-        return root.base / rel_dir
-    cache = get_settings().home / "cache" / root.bucket / root._key(rel_dir)
-    s3 = root._s3()
-    prefix = root._key(rel_dir).rstrip("/") + "/"
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=root.bucket, Prefix=prefix):
-        for obj in page.get("Contents", []):
-            dest = cache / obj["Key"][len(prefix):]
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            s3.download_file(root.bucket, obj["Key"], str(dest))
-    return cache
-
-
 def read_targets(root: DataRoot | None = None):
     """The accepted (valid) targets as a DataFrame."""
     import pandas as pd
@@ -273,7 +248,7 @@ def train(as_of: str | date, models: list[str] | tuple[str, ...] = DEFAULT_MODEL
                 {"version": version, "as_of": as_of.isoformat(), "table": result["table"], "folders": folders,
                  "n_train": result.get("n_train"), "n_test": result.get("n_test"), "params": params},
                 indent=2, default=str))
-            uri = _publish_tree(root, out_dir, rel_dir)
+            uri = root.put_tree(out_dir, rel_dir)
         table = result["table"]
         for name, run in runs.items():
             run.artifact_uri = root.join(rel_dir, folders[name])
@@ -340,13 +315,6 @@ def serving_model(model_name: str | None = None) -> dict:
 
 
 # -- scoring --------------------------------------------------------------------------------------------------
-
-def _model_folder(root: DataRoot, artifact_uri: str) -> Path:
-    prefix = root.uri + "/"
-    if not artifact_uri.startswith(prefix):
-        raise ValueError(f"model {artifact_uri} is not under the data root {root.uri}")
-    return _local_tree(root, artifact_uri[len(prefix):])
-
 
 def _prediction_rows(preds, model: dict, as_of: date, scored_at: datetime):
     """The rows to upsert, as a DataFrame of :data:`PREDICTION_COLUMNS` (built column-wise, not per user).
@@ -453,7 +421,7 @@ def score(day: str | date, model_name: str | None = None, chunk_users: int = 200
     interval = _interval(day)
     with registry.track_run(PIPELINE, "score", model_name=model["model_name"], model_version=model["model_version"],
                             params={"day": day, "promoted_run": model["run_id"]}, interval=interval) as run:
-        predictor = load_model(_model_folder(root, model["artifact_uri"]))
+        predictor = load_model(root.local_tree(root.rel_of(model["artifact_uri"])))
         parts = [predictor.predict(chunk) for chunk in iter_datasets(_local(features), _local(sets), chunk_users)]
         preds = Predictions(uids=np.concatenate([p.uids for p in parts]) if parts else np.array([], dtype=np.int64),
                             p_male=np.concatenate([p.p_male for p in parts]) if parts else np.zeros(0),

@@ -224,31 +224,6 @@ def version_id(as_of: date, config: dict, corpus_run: str, feature_version: str)
     return f"{as_of:%Y%m%d}-{digest}"
 
 
-def _publish_tree(root: DataRoot, local: Path, rel_dir: str) -> str:
-    """Publish a local folder with sub-folders at ``rel_dir`` (locally one swap of the whole tree)."""
-    if not root.is_s3:
-        return root.put_dir(local, rel_dir)
-    for path in sorted(local.rglob("*")):
-        if path.is_file():
-            root.put_file(path, f"{rel_dir}/{path.relative_to(local).as_posix()}")
-    return root.join(rel_dir)
-
-
-def _local_tree(root: DataRoot, rel_dir: str) -> Path:
-    """A local folder holding everything under ``rel_dir`` (downloaded from S3 into the cache when needed)."""
-    if not root.is_s3:
-        return root.base / rel_dir
-    cache = get_settings().home / "cache" / root.bucket / root._key(rel_dir)
-    s3 = root._s3()
-    prefix = root._key(rel_dir).rstrip("/") + "/"
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=root.bucket, Prefix=prefix):
-        for obj in page.get("Contents", []):
-            dest = cache / obj["Key"][len(prefix):]
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            s3.download_file(root.bucket, obj["Key"], str(dest))
-    return cache
-
-
 def training_frame(progress: bool = False):
     """The accepted corpus with its words (segmenting what the cache lacks): the models' training input."""
     import pandas as pd
@@ -327,7 +302,7 @@ def train(as_of: str | date, config=None, progress: bool = False) -> dict:
             public.update({"version": version, "as_of": as_of.isoformat(), "segmenter": segmenter_version(),
                            "corpus_run": str(corpus["run_id"])})
             (out / "training.json").write_text(json.dumps(public, indent=2, default=str, ensure_ascii=False))
-            uri = _publish_tree(root, out, rel_dir)
+            uri = root.put_tree(out, rel_dir)
         report_uris = [root.join(rel_dir, "report", f.name) for f in files[:1]]
         table = result["table"]
         for name, run in runs.items():
@@ -475,10 +450,11 @@ def load_serving_model(model: dict):
     from pipelines.tagging.segment import feature_version
 
     root = DataRoot()
-    prefix = root.uri + "/"
-    if not model["artifact_uri"] or not model["artifact_uri"].startswith(prefix):
-        raise PipelineError(f"model {model['artifact_uri']} is not under the data root {root.uri}")
-    tagger = TagModel.load(_local_tree(root, model["artifact_uri"][len(prefix):]))
+    try:
+        rel = root.rel_of(model["artifact_uri"])
+    except ValueError as exc:
+        raise PipelineError(f"model {exc}") from None
+    tagger = TagModel.load(root.local_tree(rel))
     if tagger.feature_version != feature_version():
         raise FeatureMismatchError(
             f"the promoted {model['model_name']} {model['model_version']} was trained on feature definition "

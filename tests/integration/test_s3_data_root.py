@@ -122,3 +122,26 @@ def test_tagging_on_s3(pg_dsn, s3_root):
     assert tagged["articles"] == written > 0
     keys = s3_keys(s3, prefix, "tagging/")
     assert any(k.startswith(f"tagging/models/{trained['version']}/") for k in keys)
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_data_root_trees_round_trip(where, tmp_path, request):
+    """put_tree / local_tree / rel_of, what every pipeline publishes models and reports with: sub-folders kept,
+    a URI of another root refused."""
+    if where == "s3":
+        request.getfixturevalue("s3_root")
+    else:
+        root_dir = tmp_path / "root"
+        root_dir.mkdir()
+    root = DataRoot() if where == "s3" else DataRoot(str(root_dir))
+    local = tmp_path / "model"
+    (local / "report").mkdir(parents=True)
+    (local / "model.json").write_text("{}")
+    (local / "report" / "chart.png").write_bytes(b"\x89PNG")
+    uri = root.put_tree(local, "demo/models/v1")
+    assert uri == root.join("demo/models/v1") and root.rel_of(uri) == "demo/models/v1"
+    back = root.local_tree(root.rel_of(uri))
+    assert (back / "model.json").read_text() == "{}" and (back / "report" / "chart.png").read_bytes() == b"\x89PNG"
+    for other in (None, "", "s3://elsewhere/demo/models/v1", "file:///tmp/demo/models/v1"):
+        with pytest.raises(ValueError, match="not under the data root"):
+            root.rel_of(other)
