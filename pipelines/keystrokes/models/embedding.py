@@ -279,10 +279,15 @@ class EmbeddingModel(KeystrokeModel):
     def similarities(self, samples: Samples) -> np.ndarray:
         return self.embed(samples) @ self.gallery_.T
 
-    def _proba(self, samples: Samples) -> np.ndarray:
+    def _proba(self, samples: Samples, chunk: int = 2048) -> np.ndarray:
+        """The softmax over every enrolled user, in row chunks written into one float64 matrix."""
         from pipelines.keystrokes.models.base import softmax
 
-        return softmax(self.similarities(samples).astype(np.float64), self.scale_)
+        emb = self.embed(samples)
+        out = np.empty((len(emb), len(self.classes_)))
+        for lo in range(0, len(emb), chunk):
+            out[lo: lo + chunk] = softmax((emb[lo: lo + chunk] @ self.gallery_.T).astype(np.float64), self.scale_)
+        return out
 
     def top_k_embedded(self, emb: np.ndarray, k: int = 3, chunk: int = 1024, exact: bool | None = None
                        ) -> tuple[np.ndarray, np.ndarray]:

@@ -26,20 +26,44 @@ _TOTAL = FEATURE_NAMES.index("total_log_ms")
 
 
 def eer(genuine: np.ndarray, impostor: np.ndarray) -> float:
-    """Equal-error rate of accept-if-score≥threshold, interpolated where FAR and FRR cross (NaN without both)."""
-    from sklearn.metrics import roc_curve
+    """Equal-error rate of accept-if-score≥threshold, interpolated where FAR and FRR cross (NaN without both).
 
-    genuine, impostor = np.asarray(genuine, dtype=np.float64), np.asarray(impostor, dtype=np.float64)
-    if len(genuine) == 0 or len(impostor) == 0:
+    The ROC curve's points are the distinct scores (as ``sklearn.metrics.roc_curve`` with
+    ``drop_intermediate=False``, plus its (0, 0) start); FRR - FAR only falls as the threshold falls, so the
+    crossing is found by bisection over the two sorted score arrays instead of building the curve: the pooled
+    EER of 20,000 attempts × 3,000 users (57M impostor scores) took 4 GB that way, now one sorted copy."""
+    g = np.sort(np.asarray(genuine, dtype=np.float64))
+    m = np.sort(np.asarray(impostor, dtype=np.float64))
+    if len(g) == 0 or len(m) == 0:
         return float("nan")
-    truth = np.concatenate([np.ones(len(genuine)), np.zeros(len(impostor))])
-    fpr, tpr, _ = roc_curve(truth, np.concatenate([genuine, impostor]), drop_intermediate=False)
-    diff = (1.0 - tpr) - fpr
-    i = int(np.argmax(diff <= 0))
-    if diff[i] == 0 or i == 0:
-        return float(fpr[i])
-    t = diff[i - 1] / (diff[i - 1] - diff[i])
-    return float(fpr[i - 1] + t * (fpr[i] - fpr[i - 1]))
+
+    def rates(t: float) -> tuple[float, float]:  # (FAR, TAR) of accept-if-score≥t
+        return (len(m) - np.searchsorted(m, t, "left")) / len(m), (len(g) - np.searchsorted(g, t, "left")) / len(g)
+
+    def crossed(t: float) -> bool:
+        far, tar = rates(t)
+        return (1.0 - tar) - far <= 0
+
+    def highest_crossed(values: np.ndarray) -> float | None:  # the largest value whose threshold has crossed
+        lo, hi = 0, len(values)  # crossed(values[j]) holds for j < some k: find k
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if crossed(values[mid]):
+                lo = mid + 1
+            else:
+                hi = mid
+        return float(values[lo - 1]) if lo else None
+
+    t = max(v for v in (highest_crossed(g), highest_crossed(m)) if v is not None)  # the lowest score crosses
+    far, tar = rates(t)
+    diff = (1.0 - tar) - far
+    above = [a[np.searchsorted(a, t, "right")] for a in (g, m) if np.searchsorted(a, t, "right") < len(a)]
+    far_prev, tar_prev = rates(min(above)) if above else (0.0, 0.0)  # the curve's previous point, or (0, 0)
+    diff_prev = (1.0 - tar_prev) - far_prev
+    if diff == 0:
+        return float(far)
+    w = diff_prev / (diff_prev - diff)
+    return float(far_prev + w * (far - far_prev))
 
 
 def per_user_eer(y: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -52,9 +76,16 @@ def per_user_eer(y: np.ndarray, scores: np.ndarray) -> np.ndarray:
 
 
 def topk_hits(y: np.ndarray, proba: np.ndarray, k: int) -> np.ndarray:
-    k = min(k, proba.shape[1])
-    top = np.argsort(-proba, axis=1, kind="stable")[:, :k]
-    return (top == y[:, None]).any(axis=1)
+    """Whether each attempt's user is among its ``k`` most likely, ties broken by user order (what a stable
+    sort gives) from the true user's rank: users scored higher, plus equal ones before it. Linear in the
+    matrix, where sorting every row took seconds and an index matrix as large as it at 3,000 users."""
+    y = np.asarray(y, dtype=np.int64)
+    if len(y) == 0:
+        return np.zeros(0, dtype=bool)
+    own = proba[np.arange(len(y)), y][:, None]
+    rank = (proba > own).sum(axis=1)
+    rank += ((proba == own) & (np.arange(proba.shape[1])[None, :] < y[:, None])).sum(axis=1)
+    return rank < k
 
 
 def metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
