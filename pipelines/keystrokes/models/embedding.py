@@ -276,9 +276,6 @@ class EmbeddingModel(KeystrokeModel):
         return self._index
 
     # ------------------------------------------------------------------ prediction
-    def similarities(self, samples: Samples) -> np.ndarray:
-        return self.embed(samples) @ self.gallery_.T
-
     def _proba(self, samples: Samples, chunk: int = 2048) -> np.ndarray:
         """The softmax over every enrolled user, in row chunks written into one float64 matrix."""
         from pipelines.keystrokes.models.base import softmax
